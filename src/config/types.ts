@@ -1,0 +1,82 @@
+// The typed shape of Kata's configuration.toml as kata-ts uses it. Keys keep Kata's TOML names
+// (snake_case) so a config file, an annotation and this type read the same.
+
+export type Accel = 'auto' | 'kvm' | 'tcg';
+
+export interface QemuConfig {
+  path: string;
+  kernel: string;
+  /** A guest rootfs image attached as a block device; exclusive with initrd. */
+  image: string;
+  initrd: string;
+  kernel_params: string;
+  machine_type: string;
+  machine_accelerators: string;
+  cpu_features: string;
+  default_vcpus: number;
+  default_maxvcpus: number;
+  default_memory: number;
+  default_maxmemory: number;
+  memory_slots: number;
+  default_bridges: number;
+  /** "virtio-fs" | "virtio-fs-nydus" | "none" */
+  shared_fs: string;
+  virtio_fs_daemon: string;
+  virtio_fs_extra_args: string[];
+  virtio_fs_cache: string;
+  virtio_fs_cache_size: number;
+  block_device_driver: string;
+  disable_block_device_use: boolean;
+  enable_iothreads: boolean;
+  file_mem_backend: string;
+  shared_memory?: never;
+  enable_debug: boolean;
+  disable_nesting_checks: boolean;
+  disable_vhost_net: boolean;
+  entropy_source: string;
+  valid_hypervisor_paths: string[];
+  valid_virtio_fs_daemon_paths: string[];
+  valid_file_mem_backends: string[];
+  enable_annotations: string[];
+  guest_hook_path: string;
+  /** kata-ts: which accelerator to use; auto probes whether KVM can really boot a guest. */
+  accel: Accel;
+  /** kata-ts: the agent channel; auto picks vsock where the host has /dev/vhost-vsock. */
+  agent_channel: 'auto' | 'vsock' | 'virtio-serial';
+}
+
+export interface AgentConfig {
+  debug_console_enabled: boolean;
+  enable_debug: boolean;
+  enable_tracing: boolean;
+  /** Seconds to wait for the agent to answer after the VM starts. */
+  dial_timeout: number;
+  kernel_modules: string[];
+  container_pipe_size: number;
+}
+
+export interface RuntimeConfig {
+  enable_debug: boolean;
+  internetworking_model: string;
+  disable_new_netns: boolean;
+  disable_guest_seccomp: boolean;
+  sandbox_cgroup_only: boolean;
+  static_sandbox_resource_mgmt: boolean;
+  enable_pprof: boolean;
+  experimental: string[];
+  sandbox_bind_mounts: string[];
+  vfio_mode: string;
+  disable_selinux: boolean;
+  jaeger_endpoint: string;
+  enable_tracing: boolean;
+}
+
+export interface KataConfig {
+  /** The file the configuration was read from (plus drop-ins), for error messages and `kata-ctl env`. */
+  sources: string[];
+  hypervisorName: 'qemu';
+  hypervisor: QemuConfig;
+  agentName: 'kata';
+  agent: AgentConfig;
+  runtime: RuntimeConfig;
+}

@@ -1,0 +1,74 @@
+// The hypervisor interface (Kata runtime-rs's `Hypervisor` trait, in TypeScript). One folder per VMM.
+
+/** Where and how the host reaches the guest agent. */
+export type AgentEndpoint =
+  | { kind: 'virtio-serial'; /** host unix socket of QEMU's chardev */ socketPath: string }
+  | { kind: 'vsock'; cid: number; port: number };
+
+export type Device =
+  | { kind: 'virtio-fs'; id: string; tag: string; socketPath: string }
+  | { kind: 'block'; id: string; path: string; readOnly: boolean; driver: 'virtio-blk-pci' | 'virtio-scsi' }
+  | { kind: 'network'; id: string; tapName: string; mac: string; queues?: number };
+
+/** Result of adding a device: where the guest will find it. */
+export interface DeviceInfo {
+  id: string;
+  /** PCI path as Kata writes it ("02/01"), when the device is on PCI. */
+  pciPath?: string;
+}
+
+export interface VmConfig {
+  sandboxId: string;
+  /** Per-sandbox runtime dir on the host (sockets, console log, pid files). */
+  runDir: string;
+  vcpus: number;
+  maxVcpus: number;
+  memoryMiB: number;
+  maxMemoryMiB: number;
+  /** Devices present at boot (virtio-fs share, rootfs image, ...). */
+  devices: Device[];
+}
+
+export interface HypervisorCapabilities {
+  blockDeviceHotplug: boolean;
+  multiQueue: boolean;
+  fsSharing: boolean;
+  vsock: boolean;
+}
+
+export interface VmState {
+  hypervisor: string;
+  pid: number;
+  virtiofsdPid?: number;
+  runDir: string;
+  agent: AgentEndpoint;
+  accel: 'kvm' | 'tcg';
+}
+
+export interface Hypervisor {
+  readonly name: string;
+  /** Validates config and host (binary, kernel, image exist; accelerator usable). Throws a named error. */
+  check(): Promise<void>;
+  /** Builds everything needed to launch (command line, dirs, virtiofsd) without starting the guest. */
+  prepareVm(cfg: VmConfig): Promise<void>;
+  /** Starts the VM; resolves when the VMM is running (not when the agent is up). */
+  startVm(timeoutMs: number): Promise<void>;
+  /** Stops the VM and every helper process; idempotent. */
+  stopVm(): Promise<void>;
+  pauseVm(): Promise<void>;
+  resumeVm(): Promise<void>;
+  saveState(): VmState;
+  addDevice(dev: Device): Promise<DeviceInfo>;
+  removeDevice(dev: Device): Promise<void>;
+  resizeVcpus(vcpus: number): Promise<{ old: number; new: number }>;
+  resizeMemory(memoryMiB: number): Promise<number>;
+  /** Host pids of the VMM and its helpers (QEMU, virtiofsd). */
+  getPids(): number[];
+  capabilities(): HypervisorCapabilities;
+  /** The endpoint the agent client dials. */
+  agentEndpoint(): AgentEndpoint;
+  /** Removes what prepare/start left on the host (run dir, sockets); call after stopVm. */
+  cleanup(): Promise<void>;
+  /** Resolves (with a reason) when the VMM exits for any reason. */
+  readonly exited: Promise<{ code: number | null; signal: string | null; stderrTail: string }>;
+}

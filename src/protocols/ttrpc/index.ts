@@ -1,0 +1,4 @@
+export * from './client.js';
+export * from './frame.js';
+export * from './server.js';
+export * from './status.js';

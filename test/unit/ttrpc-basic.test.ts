@@ -1,0 +1,30 @@
+import os from 'node:os';
+import path from 'node:path';
+import fs from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Health, HealthCheckResponse_ServingStatus } from '../../src/protocols/gen/health_pb.js';
+import { Code, createClient, TtrpcClient, TtrpcError, TtrpcServer } from '../../src/protocols/ttrpc/index.js';
+
+describe('ttrpc unary calls', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttrpc-'));
+  const sock = path.join(dir, 's.sock');
+  let server: TtrpcServer | undefined;
+  afterEach(() => server?.close());
+
+  it('round-trips a call, carries metadata and maps errors to status codes', async () => {
+    server = new TtrpcServer().register(Health, {
+      check: (req, ctx) => {
+        if (req.service === 'bad') throw new TtrpcError(Code.NotFound, 'no such service');
+        return { status: HealthCheckResponse_ServingStatus.SERVING + (ctx.metadata.get('x')?.length ?? 0) };
+      },
+    });
+    await server.listen(sock);
+    const conn = await TtrpcClient.connect(sock);
+    const health = createClient(Health, conn);
+    expect((await health.check({ service: 'a' })).status).toBe(1);
+    expect((await health.check({ service: 'a' }, { metadata: { x: ['1', '2'] } })).status).toBe(3);
+    await expect(health.check({ service: 'bad' })).rejects.toMatchObject({ code: Code.NotFound });
+    await expect(health.version({ service: '' })).rejects.toMatchObject({ code: Code.Unimplemented });
+    conn.close();
+  });
+});
