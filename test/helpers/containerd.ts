@@ -1,0 +1,230 @@
+// A private containerd for tests: temp root/state/sockets, a generated config.toml, the repo's bin/ first on its
+// PATH so `io.containerd.kata.v2` resolves to bin/containerd-shim-kata-v2 (→ dist/containerd-shim-kata-v2.mjs).
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const KATA_RUNTIME = 'io.containerd.kata.v2';
+
+export interface CtrResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface CtrOptions {
+  input?: string | Buffer;
+  timeoutMs?: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface Containerd {
+  dir: string;
+  socket: string;
+  namespace: string;
+  logFile: string;
+  pid: number;
+  /** Runs `ctr --address <sock> -n <ns> ...args` and collects its output (never throws on exit code). */
+  ctr(args: string[], opts?: CtrOptions): Promise<CtrResult>;
+  /** Like ctr() but returns the child, for streaming or tty tests. */
+  ctrSpawn(args: string[], opts?: { env?: NodeJS.ProcessEnv }): ChildProcess;
+  readLog(): string;
+  stop(): Promise<void>;
+}
+
+export interface ContainerdOptions {
+  /** Extra environment for containerd (and therefore the shims it starts), e.g. KATA_CONF_FILE. */
+  env?: Record<string, string>;
+  namespace?: string;
+  /** Log level of containerd itself (the shim's log is copied into containerd's stderr). */
+  level?: 'debug' | 'info' | 'warn';
+}
+
+/** Bundles the shim (fast; esbuild) so the tests run the current source. */
+export function buildShim(): void {
+  execFileSync(process.execPath, [path.join(REPO, 'scripts/bundle.mjs'), 'containerd-shim-kata-v2'], {
+    cwd: REPO,
+    stdio: 'inherit',
+  });
+}
+
+function configToml(dir: string, level: string): string {
+  return `version = 2
+root = "${dir}/root"
+state = "${dir}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing"]
+
+[grpc]
+  address = "${dir}/containerd.sock"
+
+[ttrpc]
+  address = "${dir}/containerd.sock.ttrpc"
+
+[debug]
+  level = "${level}"
+
+[plugins]
+  [plugins."io.containerd.gc.v1.scheduler"]
+    startup_delay = "100ms"
+  [plugins."io.containerd.runtime.v2.task"]
+    platforms = ["linux/amd64"]
+`;
+}
+
+async function waitForSocket(
+  sock: string,
+  child: ChildProcess,
+  logFile: string,
+  timeoutMs = 30_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) {
+      throw new Error(
+        `containerd exited (${child.exitCode}) before serving: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`,
+      );
+    }
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.createConnection(sock);
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(
+    `containerd did not serve ${sock} within ${timeoutMs} ms: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`,
+  );
+}
+
+/** Mount points under `dir` (deepest first), from /proc/mounts. */
+function mountsUnder(dir: string): string[] {
+  return fs
+    .readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[1]?.replace(/\\040/g, ' '))
+    .filter((m): m is string => !!m && (m === dir || m.startsWith(`${dir}/`)))
+    .sort((a, b) => b.length - a.length);
+}
+
+export async function startContainerd(opts: ContainerdOptions = {}): Promise<Containerd> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-ts-ctrd-'));
+  const namespace = opts.namespace ?? 'kata-ts-test';
+  const socket = path.join(dir, 'containerd.sock');
+  const logFile = path.join(dir, 'containerd.log');
+  fs.writeFileSync(path.join(dir, 'config.toml'), configToml(dir, opts.level ?? 'info'));
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PATH: `${path.join(REPO, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
+    ...opts.env,
+  };
+  const logFd = fs.openSync(logFile, 'a');
+  const child = spawn('/usr/bin/containerd', ['--config', path.join(dir, 'config.toml')], {
+    env,
+    stdio: ['ignore', logFd, logFd],
+  });
+  fs.closeSync(logFd);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    await waitForSocket(socket, child, logFile);
+  } catch (e) {
+    child.kill('SIGKILL');
+    await exited;
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+
+  const base = ['--address', socket, '-n', namespace];
+  const ctrSpawn = (args: string[], o: { env?: NodeJS.ProcessEnv } = {}) =>
+    spawn('ctr', [...base, ...args], { env: { ...process.env, ...o.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+
+  const ctr = (args: string[], o: CtrOptions = {}) =>
+    new Promise<CtrResult>((resolve) => {
+      const c = ctrSpawn(args, { env: o.env });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      c.stdout?.on('data', (d: Buffer) => out.push(d));
+      c.stderr?.on('data', (d: Buffer) => err.push(d));
+      const timer = setTimeout(() => c.kill('SIGKILL'), o.timeoutMs ?? 300_000);
+      c.stdin?.on('error', () => {}); // ctr may exit before reading all its input
+      if (o.input !== undefined) c.stdin?.end(o.input);
+      else c.stdin?.end();
+      c.once('close', (code, signal) => {
+        clearTimeout(timer);
+        resolve({
+          code,
+          signal,
+          stdout: Buffer.concat(out).toString(),
+          stderr: Buffer.concat(err).toString(),
+        });
+      });
+    });
+
+  let stopped = false;
+  return {
+    dir,
+    socket,
+    namespace,
+    logFile,
+    pid: child.pid!,
+    ctr,
+    ctrSpawn,
+    readLog: () => fs.readFileSync(logFile, 'utf8'),
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+      // Snapshot mounts containerd left behind must go before the tree is removed (rm would descend into them).
+      for (const m of mountsUnder(dir)) {
+        try {
+          execFileSync('umount', ['-l', m]);
+        } catch {
+          // already gone
+        }
+      }
+      if (process.env.KATA_TS_KEEP_CONTAINERD_LOG) {
+        fs.copyFileSync(logFile, process.env.KATA_TS_KEEP_CONTAINERD_LOG);
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Host leftovers of the given sandboxes: processes, mounts and directories that should be gone. */
+export function leftovers(ids: string[], extraPatterns: string[] = []): string[] {
+  const found: string[] = [];
+  const patterns = [...ids, ...extraPatterns].filter(Boolean);
+  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    let cmd: string;
+    try {
+      cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
+    } catch {
+      continue;
+    }
+    if (!/qemu-system|virtiofsd|containerd-shim-kata-v2/.test(cmd)) continue;
+    if (patterns.some((p) => cmd.includes(p))) found.push(`process ${pid}: ${cmd.slice(0, 200)}`);
+  }
+  for (const line of fs.readFileSync('/proc/mounts', 'utf8').split('\n')) {
+    const mnt = line.split(' ')[1] ?? '';
+    if (patterns.some((p) => mnt.includes(p))) found.push(`mount: ${line}`);
+  }
+  for (const id of ids) {
+    for (const d of [`/run/kata/${id}`, `/run/vc/vm/${id}`, `/run/kata-containers/shared/sandboxes/${id}`]) {
+      if (fs.existsSync(d)) found.push(`dir: ${d}`);
+    }
+  }
+  return found;
+}
