@@ -25,7 +25,16 @@ export interface QemuConfig {
   virtio_fs_extra_args: string[];
   virtio_fs_cache: string;
   virtio_fs_cache_size: number;
+  /** "virtio-scsi" | "virtio-blk-pci" ("virtio-blk" in a file is read as virtio-blk-pci). */
   block_device_driver: string;
+  /** QEMU aio= for block devices: "io_uring" | "threads" | "native". */
+  block_device_aio: string;
+  block_device_cache_set: boolean;
+  block_device_cache_direct: boolean;
+  block_device_cache_noflush: boolean;
+  /** Bytes; 0 = QEMU's default, else a power of two in 512..65536. */
+  block_device_logical_sector_size: number;
+  block_device_physical_sector_size: number;
   disable_block_device_use: boolean;
   enable_iothreads: boolean;
   file_mem_backend: string;
@@ -37,6 +46,9 @@ export interface QemuConfig {
   valid_hypervisor_paths: string[];
   valid_virtio_fs_daemon_paths: string[];
   valid_file_mem_backends: string[];
+  valid_entropy_sources: string[];
+  /** Filesystem of `image` when an image is used: "ext4" | "xfs" | "erofs". */
+  rootfs_type: string;
   enable_annotations: string[];
   guest_hook_path: string;
   /** kata-ts: which accelerator to use; auto probes whether KVM can really boot a guest. */
@@ -53,6 +65,8 @@ export interface AgentConfig {
   dial_timeout: number;
   kernel_modules: string[];
   container_pipe_size: number;
+  /** Seconds the agent may take for CreateContainer (runtime-rs keeps it in [agent.kata]). */
+  create_container_timeout: number;
 }
 
 export interface RuntimeConfig {
@@ -66,6 +80,7 @@ export interface RuntimeConfig {
   experimental: string[];
   sandbox_bind_mounts: string[];
   vfio_mode: string;
+  /** Read from [hypervisor.qemu] disable_selinux, where Kata keeps it. */
   disable_selinux: boolean;
   jaeger_endpoint: string;
   enable_tracing: boolean;
