@@ -2,11 +2,15 @@
 
 /** Where and how the host reaches the guest agent. */
 export type AgentEndpoint =
-  | { kind: 'virtio-serial'; /** host unix socket of QEMU's chardev */ socketPath: string }
+  | { kind: 'virtio-serial' /** host unix socket of QEMU's chardev */; socketPath: string }
   | { kind: 'vsock'; cid: number; port: number };
 
 export type Device =
-  | { kind: 'virtio-fs'; id: string; tag: string; socketPath: string }
+  /**
+   * A host directory shared with the guest through virtio-fs. The hypervisor runs virtiofsd on `sharedDir`
+   * (socket in the run dir) unless `socketPath` names a daemon someone else already runs.
+   */
+  | { kind: 'virtio-fs'; id: string; tag: string; sharedDir: string; socketPath?: string }
   | { kind: 'block'; id: string; path: string; readOnly: boolean; driver: 'virtio-blk-pci' | 'virtio-scsi' }
   | { kind: 'network'; id: string; tapName: string; mac: string; queues?: number };
 
@@ -27,6 +31,8 @@ export interface VmConfig {
   maxMemoryMiB: number;
   /** Devices present at boot (virtio-fs share, rootfs image, ...). */
   devices: Device[];
+  /** Extra guest kernel parameters from the runtime (agent.log=debug, agent.debug_console, ...). */
+  kernelParams?: string[];
 }
 
 export interface HypervisorCapabilities {
@@ -38,11 +44,22 @@ export interface HypervisorCapabilities {
 
 export interface VmState {
   hypervisor: string;
+  sandboxId: string;
+  /** QEMU's pid (0 when it is not running). */
   pid: number;
   virtiofsdPid?: number;
   runDir: string;
   agent: AgentEndpoint;
   accel: 'kvm' | 'tcg';
+}
+
+/** How and why the VMM went away. */
+export interface VmExit {
+  code: number | null;
+  signal: string | null;
+  stderrTail: string;
+  /** One line: "stopped by stopVm", "qemu exited with code 1", "virtiofsd died: ...". */
+  reason: string;
 }
 
 export interface Hypervisor {
@@ -69,6 +86,6 @@ export interface Hypervisor {
   agentEndpoint(): AgentEndpoint;
   /** Removes what prepare/start left on the host (run dir, sockets); call after stopVm. */
   cleanup(): Promise<void>;
-  /** Resolves (with a reason) when the VMM exits for any reason. */
-  readonly exited: Promise<{ code: number | null; signal: string | null; stderrTail: string }>;
+  /** Resolves (with a reason) when the VMM exits for any reason, including a failed start; never rejects. */
+  readonly exited: Promise<VmExit>;
 }
