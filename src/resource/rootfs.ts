@@ -1,0 +1,72 @@
+// The container rootfs on the host: containerd's snapshot mounts at <bundle>/rootfs (as its runc shim does), or
+// the bundle's own root.path when containerd sends no mounts.
+import fs from 'node:fs';
+import path from 'node:path';
+import { mountEntry, unmountTree } from './mount.js';
+import type { OciSpec, RootfsMount } from './types.js';
+
+export const BUNDLE_ROOTFS = 'rootfs';
+
+/** The guest path of a container's rootfs under the shared dir, relative to it. */
+export function rootfsSharedPath(containerId: string): string {
+  return path.posix.join(containerId, 'rootfs');
+}
+
+function describe(m: RootfsMount): string {
+  return `${m.type || 'mount'} ${m.source} (options ${m.options.join(',') || 'none'})`;
+}
+
+/**
+ * Mounts containerd's rootfs entries, in order, at <bundle>/rootfs. On failure unmounts what it mounted and
+ * throws an error naming the entry. Returns the mount point.
+ */
+export function mountBundleRootfs(
+  containerId: string,
+  bundle: string,
+  mounts: readonly RootfsMount[],
+): string {
+  const target = path.join(bundle, BUNDLE_ROOTFS);
+  fs.mkdirSync(target, { recursive: true, mode: 0o711 });
+  for (const m of mounts) {
+    try {
+      mountEntry(m, target);
+    } catch (err) {
+      try {
+        unmountTree(target);
+      } catch (undoErr) {
+        throw new Error(
+          `container ${containerId}: mount rootfs ${describe(m)} at ${target} failed (${(err as Error).message}), ` +
+            `and undoing it failed too: ${(undoErr as Error).message}`,
+          { cause: err },
+        );
+      }
+      throw new Error(
+        `container ${containerId}: mount rootfs ${describe(m)} at ${target}: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
+    }
+  }
+  return target;
+}
+
+/** The host dir of spec.root.path (relative to the bundle), checked to be a directory. */
+export function specRootDir(containerId: string, bundle: string, spec: OciSpec): string {
+  const p = spec.root?.path;
+  if (typeof p !== 'string' || p === '') {
+    throw new Error(`container ${containerId}: no rootfs mounts were given and the spec has no root.path`);
+  }
+  const dir = path.resolve(bundle, p);
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch (err) {
+    throw new Error(
+      `container ${containerId}: spec root.path ${dir} is not usable: ${(err as NodeJS.ErrnoException).code ?? err}`,
+    );
+  }
+  if (!st.isDirectory())
+    throw new Error(`container ${containerId}: spec root.path ${dir} is not a directory`);
+  return dir;
+}

@@ -1,0 +1,135 @@
+// The per-sandbox directory virtiofsd serves to the guest (tag kataShared). Container rootfs and bind-mount
+// sources are bind-mounted into it; the guest agent mounts the tag at GUEST_SHARED_DIR.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import { logger } from '../common/log.js';
+import type { StorageSchema } from '../protocols/gen/agent_pb.js';
+import { checkId } from './ids.js';
+import {
+  MS_PRIVATE,
+  MS_SHARED,
+  bindMount,
+  isMountPoint,
+  mountsUnder,
+  setPropagation,
+  unmountTree,
+} from './mount.js';
+
+export const KATA_SHARED_TAG = 'kataShared';
+export const GUEST_SHARED_DIR = '/run/kata-containers/shared/containers';
+export const DEFAULT_SHARED_FS_ROOT = '/run/kata-containers/shared/sandboxes';
+
+/** Host dirs and files under <root>/<sid>/ (only `shared/` is visible to the guest). */
+export const SHARED_SUBDIR = 'shared';
+/** Per-container records of what prepareContainer mounted, so release works after a restart. */
+export const RECORDS_SUBDIR = 'containers';
+
+export class SharedFs {
+  readonly sandboxId: string;
+  readonly root: string;
+  /** <root>/<sid>: everything the sandbox owns on the host side of the share. */
+  readonly sandboxDir: string;
+  /** The dir virtiofsd serves: <root>/<sid>/shared */
+  readonly hostSharedDir: string;
+  private readonly log;
+
+  constructor(sandboxId: string, opts: { root?: string } = {}) {
+    checkId('sandbox', sandboxId);
+    this.sandboxId = sandboxId;
+    this.root = path.resolve(opts.root ?? DEFAULT_SHARED_FS_ROOT);
+    this.sandboxDir = path.join(this.root, sandboxId);
+    this.hostSharedDir = path.join(this.sandboxDir, SHARED_SUBDIR);
+    this.log = logger('resource', { sandbox_id: sandboxId });
+  }
+
+  get recordsDir(): string {
+    return path.join(this.sandboxDir, RECORDS_SUBDIR);
+  }
+
+  /**
+   * Creates the dirs and makes the shared dir its own mount point with shared propagation, in a fresh peer group
+   * (private first, so it does not join the peer group of the parent mount, e.g. a shared /run), so mounts added
+   * later propagate into virtiofsd's namespace. Idempotent.
+   */
+  async setup(): Promise<void> {
+    try {
+      await fs.mkdir(this.hostSharedDir, { recursive: true, mode: 0o750 });
+      await fs.mkdir(this.recordsDir, { recursive: true, mode: 0o700 });
+      if (!isMountPoint(this.hostSharedDir)) {
+        bindMount(this.hostSharedDir, this.hostSharedDir);
+      }
+      setPropagation(this.hostSharedDir, MS_PRIVATE);
+      setPropagation(this.hostSharedDir, MS_SHARED);
+    } catch (err) {
+      const cause = err instanceof Error ? err.message : String(err);
+      await this.cleanup().catch((e: unknown) =>
+        this.log.error({ err: e }, 'cleanup after failed shared fs setup failed'),
+      );
+      throw new Error(`set up shared fs ${this.hostSharedDir} for sandbox ${this.sandboxId}: ${cause}`, {
+        cause: err,
+      });
+    }
+    this.log.debug({ dir: this.hostSharedDir }, 'shared fs set up');
+  }
+
+  /** Storage entry the agent mounts in CreateSandbox. */
+  guestStorage(): MessageInitShape<typeof StorageSchema> {
+    return {
+      driver: 'virtio-fs',
+      driverOptions: [],
+      source: KATA_SHARED_TAG,
+      fstype: 'virtiofs',
+      options: ['nodev'],
+      mountPoint: GUEST_SHARED_DIR,
+    };
+  }
+
+  /**
+   * Releases every container recorded under the sandbox (bundle rootfs mounts live outside the sandbox dir), then
+   * unmounts everything under <root>/<sid> deepest first (lazy detach as last resort) and removes the dir.
+   * Idempotent; needs only the sandbox id, so it works after a crash.
+   */
+  async cleanup(): Promise<void> {
+    const errors: string[] = [];
+    let records: string[] = [];
+    try {
+      records = (await fs.readdir(this.recordsDir)).filter((f) => f.endsWith('.json'));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') errors.push(String(err));
+    }
+    if (records.length > 0) {
+      // Imported lazily: container.ts imports this module.
+      const { releaseContainer } = await import('./container.js');
+      for (const f of records) {
+        const cid = f.slice(0, -'.json'.length);
+        try {
+          await releaseContainer(this, cid);
+        } catch (err) {
+          errors.push(err instanceof Error ? err.message : String(err));
+        }
+      }
+    }
+    try {
+      const lazy = unmountTree(this.sandboxDir);
+      if (lazy.length > 0) this.log.warn({ mounts: lazy }, 'busy mounts were lazily detached');
+    } catch (err) {
+      errors.push(err instanceof Error ? err.message : String(err));
+    }
+    // Never delete through a mount: that would delete the host files shared into the sandbox.
+    const left = mountsUnder(this.sandboxDir);
+    if (left.length === 0) {
+      await fs.rm(this.sandboxDir, { recursive: true, force: true }).catch((err: unknown) => {
+        errors.push(`remove ${this.sandboxDir}: ${err instanceof Error ? err.message : String(err)}`);
+      });
+    } else {
+      errors.push(
+        `not removing ${this.sandboxDir}: still mounted: ${left.map((m) => m.mountPoint).join(', ')}`,
+      );
+    }
+    if (errors.length > 0) {
+      throw new Error(`clean up shared fs of sandbox ${this.sandboxId}: ${errors.join('; ')}`);
+    }
+    this.log.debug({ dir: this.sandboxDir }, 'shared fs cleaned up');
+  }
+}

@@ -1,0 +1,58 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { SandboxCgroup, type SandboxCgroupOptions, detectCgroupVersion } from '../../src/resource/index.js';
+
+// Needs root. Cgroups are made under this process's own cgroup so no limit it lives under is escaped.
+const children: ChildProcess[] = [];
+afterEach(() => {
+  for (const c of children.splice(0)) c.kill('SIGKILL');
+});
+
+function sleeper(): number {
+  const c = spawn('sleep', ['60'], { stdio: 'ignore' });
+  children.push(c);
+  return c.pid!;
+}
+
+async function roundTrip(sid: string, opts: SandboxCgroupOptions): Promise<void> {
+  const cg = new SandboxCgroup(sid, { nestUnderSelf: true, ...opts });
+  await cg.create();
+  await cg.create();
+  const { dirs } = await cg.paths();
+  expect(dirs.length).toBeGreaterThan(0);
+  for (const d of dirs) expect(d.endsWith(`/kata_${sid}`) && fs.existsSync(d)).toBe(true);
+
+  const pid = sleeper();
+  await cg.addProcess(pid);
+  expect(await cg.pids()).toEqual([pid]);
+  expect(fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8')).toContain(`/kata_${sid}`);
+
+  // While the process lives the cgroup cannot go; the error names what is inside.
+  await expect(cg.remove({ timeoutMs: 100 })).rejects.toThrow(
+    new RegExp(`kata_${sid} .*pids inside: ${pid}`),
+  );
+  await cg.remove({ kill: true });
+  for (const d of dirs) expect(fs.existsSync(d)).toBe(false);
+  await new SandboxCgroup(sid, { nestUnderSelf: true, ...opts }).remove();
+  await expect(cg.addProcess(pid)).rejects.toThrow(
+    new RegExp(`add pid ${pid} to cgroup .*kata_${sid} of sandbox ${sid}`),
+  );
+}
+
+describe('SandboxCgroup', () => {
+  it('detects the host cgroup version', async () => {
+    expect(['v1', 'v2']).toContain(await detectCgroupVersion());
+  });
+
+  it('creates, adds a process, refuses to remove while busy, removes (host default hierarchy)', async () => {
+    await roundTrip(`cgtest${process.pid}`, {});
+  });
+
+  it.skipIf(!fs.existsSync('/sys/fs/cgroup/unified/cgroup.procs'))(
+    'works on a hybrid host cgroup2 tree too',
+    async () => {
+      await roundTrip(`cgtest2${process.pid}`, { mountRoot: '/sys/fs/cgroup/unified', version: 'v2' });
+    },
+  );
+});

@@ -1,0 +1,122 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  GUEST_SHARED_DIR,
+  type OciSpec,
+  buildGuestSpec,
+  guestMount,
+  planMount,
+} from '../../src/resource/index.js';
+import {
+  MS_BIND,
+  MS_NODEV,
+  MS_RDONLY,
+  MS_REC,
+  MS_SLAVE,
+  parseMountOptions,
+} from '../../src/resource/mount.js';
+
+const tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'kata-spec-')));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+describe('planMount', () => {
+  const file = path.join(tmp, 'resolv.conf');
+  fs.writeFileSync(file, 'nameserver 10.0.0.1\n');
+  const link = path.join(tmp, 'resolv-link');
+  fs.symlinkSync(file, link);
+
+  it('leaves system mounts to the guest', () => {
+    for (const m of [
+      { destination: '/proc', type: 'proc', source: 'proc' },
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755'] },
+      { destination: '/dev/pts', type: 'devpts', source: 'devpts' },
+      { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue' },
+      { destination: '/sys', type: 'sysfs', source: 'sysfs' },
+      { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup' },
+      { destination: '/sys/fs/cgroup', type: 'bind', source: '/sys/fs/cgroup', options: ['rbind'] },
+      { destination: '/dev/null', type: 'bind', source: '/dev/null', options: ['bind'] },
+    ]) {
+      expect(planMount('c', m, tmp)).toEqual({ kind: 'guest', mount: m });
+    }
+  });
+
+  it('turns a host /dev/shm bind into a guest tmpfs', () => {
+    const p = planMount(
+      'c',
+      { destination: '/dev/shm', type: 'bind', source: tmp, options: ['rbind', 'ro'] },
+      tmp,
+    );
+    expect(guestMount(p)).toEqual({
+      destination: '/dev/shm',
+      type: 'tmpfs',
+      source: 'shm',
+      options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k', 'ro'],
+    });
+  });
+
+  it('shares host files and dirs (CRI /etc files too) under <cid>-<hex>-<basename>', () => {
+    const p = planMount(
+      'ctr1',
+      { destination: '/etc/resolv.conf', source: link, options: ['rbind', 'ro'] },
+      tmp,
+    );
+    expect(p).toMatchObject({
+      kind: 'share',
+      hostSource: file,
+      isDir: false,
+      readonly: true,
+      recursive: true,
+    });
+    if (p.kind !== 'share') throw new Error('unreachable');
+    expect(p.name).toMatch(/^ctr1-[0-9a-f]{16}-resolv-link$/);
+    expect(guestMount(p)).toEqual({
+      destination: '/etc/resolv.conf',
+      type: 'bind',
+      source: `${GUEST_SHARED_DIR}/${p.name}`,
+      options: ['rbind', 'ro'],
+    });
+    const d = planMount('ctr1', { destination: '/data', type: 'bind', source: '.', options: ['bind'] }, tmp);
+    expect(d).toMatchObject({
+      kind: 'share',
+      hostSource: tmp,
+      isDir: true,
+      readonly: false,
+      recursive: false,
+    });
+  });
+
+  it('names the mount when the source is unusable', () => {
+    expect(() =>
+      planMount('c9', { destination: '/x', type: 'bind', source: '/no/such', options: [] }, tmp),
+    ).toThrow('container c9: bind mount /no/such -> /x: source is not usable: ENOENT');
+    expect(() => planMount('c9', { destination: '/x', type: 'bind' }, tmp)).toThrow(
+      /bind mount for \/x has no source/,
+    );
+  });
+});
+
+describe('buildGuestSpec', () => {
+  it('does not modify the host spec and handles a minimal one', () => {
+    const spec: OciSpec = { root: { path: '/abs/rootfs' }, linux: { namespaces: [{ type: 'network' }] } };
+    const copy = structuredClone(spec);
+    const g = buildGuestSpec(spec, 'c1', [], { readonlyRootfs: true });
+    expect(spec).toEqual(copy);
+    expect(g).toEqual({
+      root: { path: `${GUEST_SHARED_DIR}/c1/rootfs`, readonly: true },
+      mounts: [],
+      linux: { namespaces: [], cgroupsPath: '/kata/c1' },
+    });
+  });
+});
+
+describe('parseMountOptions', () => {
+  it('splits flags, propagation and filesystem data as containerd does', () => {
+    const p = parseMountOptions(['rbind', 'ro', 'nodev', 'rslave', 'lowerdir=/a:/b', 'size=1m']);
+    expect(p.flags).toBe(MS_BIND | MS_REC | MS_RDONLY | MS_NODEV);
+    expect(p.propagation).toBe(MS_SLAVE | MS_REC);
+    expect(p.data).toBe('lowerdir=/a:/b,size=1m');
+    expect(parseMountOptions(['ro', 'rw']).flags).toBe(0);
+  });
+});
