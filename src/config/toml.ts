@@ -1,7 +1,7 @@
 // Reading one TOML source (file or in-memory body), checking its shape and keys against the schema, and
 // merging sources the way Kata merges config.d drop-ins (tables merge key by key, anything else is replaced).
 import { TomlDate, TomlError, parse } from 'smol-toml';
-import { ConfigError, where } from './errors.js';
+import { ConfigError, show, where } from './errors.js';
 import {
   SECTIONS,
   type SectionName,
@@ -114,7 +114,7 @@ function checkSection(src: Source, section: SectionName, table: Table, warnings:
         line,
         key: `${spec.title} ${key}`,
         allowed: checked.allowed,
-        value: typeof raw === 'string' ? raw : String(raw),
+        value: typeof raw === 'string' ? raw : show(raw),
       });
     }
   }

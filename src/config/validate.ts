@@ -1,7 +1,7 @@
 // Checks on the finished configuration (after files, drop-ins and annotations are merged): every field
 // against its spec again, then the rules that span fields. Errors point at where the value came from.
 import type { HostLimits } from './defaults.js';
-import { ConfigError, allowedList, where } from './errors.js';
+import { ConfigError, allowedList, show, where } from './errors.js';
 import { MAX_VCPUS, SECTIONS, type SectionName, checkValue, keyOf } from './schema.js';
 import type { KataConfig } from './types.js';
 
@@ -54,7 +54,7 @@ export function fieldError(
     line,
     key,
     allowed,
-    value: value === undefined ? undefined : String(value),
+    value: value === undefined ? undefined : show(value),
   });
 }
 
