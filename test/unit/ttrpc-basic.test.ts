@@ -1,9 +1,9 @@
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Health, HealthCheckResponse_ServingStatus } from '../../src/protocols/gen/health_pb.js';
-import { Code, createClient, TtrpcClient, TtrpcError, TtrpcServer } from '../../src/protocols/ttrpc/index.js';
+import { Code, TtrpcClient, TtrpcError, TtrpcServer, createClient } from '../../src/protocols/ttrpc/index.js';
 
 describe('ttrpc unary calls', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttrpc-'));

@@ -37,3 +37,22 @@ export class TtrpcError extends Error {
 export function isTtrpcError(e: unknown, code?: Code): e is TtrpcError {
   return e instanceof TtrpcError && (code === undefined || e.code === code);
 }
+
+/** Node errno codes mapped as containerd/ttrpc maps Go's os errors, so handlers can just throw them. */
+const ERRNO_CODES: Record<string, Code> = {
+  ENOENT: Code.NotFound,
+  EEXIST: Code.AlreadyExists,
+  EACCES: Code.PermissionDenied,
+  EPERM: Code.PermissionDenied,
+  EINVAL: Code.InvalidArgument,
+};
+
+/** The status a thrown value is answered with: its own code for a TtrpcError, a mapped one for errno errors. */
+export function statusOf(e: unknown): { code: Code; message: string } {
+  if (e instanceof TtrpcError) return { code: e.code, message: e.message };
+  if (e instanceof Error) {
+    const errno = (e as NodeJS.ErrnoException).code;
+    return { code: (errno && ERRNO_CODES[errno]) || Code.Unknown, message: e.message };
+  }
+  return { code: Code.Unknown, message: String(e) };
+}
