@@ -1,0 +1,415 @@
+// A sandbox: one VM (hypervisor + virtio-fs share + agent connection) and the containers running in it.
+// Start order: persist → shared fs → VM → agent → CreateSandbox; any failure undoes what was done, in reverse.
+import path from 'node:path';
+import type { Logger } from '../common/log.js';
+import type { KataConfig } from '../config/types.js';
+import type { Hypervisor, VmExit } from '../hypervisor/hypervisor.js';
+import type { StatsContainerResponse } from '../protocols/gen/agent_pb.js';
+import type { AgentClient, AgentConnection } from './agent.js';
+import { Container, type ExitListener } from './container.js';
+import type { PersistedSandbox, RootfsMount, RuntimeDeps, SharedFsHandle } from './deps.js';
+import { RuntimeError, alreadyExists, errorMessage, notFound, withContext } from './errors.js';
+import type { StdioPaths } from './io.js';
+import { type OciProcess, type OciResources, type OciSpec, sanitizeForGuest, toGrpcSpec } from './oci.js';
+import { type ContainerProcess, type ExitInfo, UNKNOWN_EXIT_STATUS } from './process.js';
+
+export const VM_RUN_ROOT = '/run/vc/vm';
+const VM_START_TIMEOUT_MS = 60_000;
+const MIB = 1024 * 1024;
+
+export type SandboxStatus = 'starting' | 'running' | 'stopping' | 'stopped';
+
+export interface SandboxEvents {
+  exit(p: ContainerProcess, e: ExitInfo): void;
+  oom(containerId: string): void;
+}
+
+export interface SandboxOptions {
+  id: string;
+  namespace: string;
+  /** The bundle of the container that created the sandbox (persisted for cleanup). */
+  bundle: string;
+  hostname: string;
+  config: KataConfig;
+  deps: RuntimeDeps;
+  log: Logger;
+  events: SandboxEvents;
+  /** Memory (bytes) and CPUs the first container asks for, added to the VM with static_sandbox_resource_mgmt. */
+  staticResources?: { memoryBytes: number; cpus: number };
+}
+
+export interface CreateContainerRequest {
+  id: string;
+  bundle: string;
+  spec: OciSpec;
+  rootfs: RootfsMount[];
+  stdio: StdioPaths;
+}
+
+/** Logs a start-up milestone; bench/startup.ts reads these lines (field `phase`) from the shim log. */
+export function phase(log: Logger, name: string, fields: Record<string, unknown> = {}): void {
+  log.info({ phase: name, t: Date.now(), ...fields }, `phase ${name}`);
+}
+
+export class Sandbox {
+  status: SandboxStatus = 'starting';
+  readonly containers = new Map<string, Container>();
+  private hv: Hypervisor | undefined;
+  private fs: SharedFsHandle | undefined;
+  private conn: AgentConnection | undefined;
+  private stopping: Promise<void> | undefined;
+  private persistChain: Promise<void> = Promise.resolve();
+  private readonly createdAt = new Date().toISOString();
+  private readonly log: Logger;
+  private readonly onExit: ExitListener;
+
+  private constructor(private readonly o: SandboxOptions) {
+    this.log = o.log;
+    this.onExit = (p, e) => {
+      this.persistSoon();
+      o.events.exit(p, e);
+    };
+  }
+
+  get id(): string {
+    return this.o.id;
+  }
+
+  get config(): KataConfig {
+    return this.o.config;
+  }
+
+  /** The pid containerd sees for every process: the VMM's (the processes themselves live in the guest). */
+  get pid(): number {
+    return this.hv?.getPids()[0] ?? 0;
+  }
+
+  private get agent(): AgentClient {
+    if (!this.conn || this.status !== 'running') {
+      throw new RuntimeError('FailedPrecondition', `sandbox ${this.id} is ${this.status}; its agent cannot be reached`);
+    }
+    return this.conn.agent;
+  }
+
+  static async start(o: SandboxOptions): Promise<Sandbox> {
+    const sb = new Sandbox(o);
+    try {
+      await sb.boot();
+    } catch (e) {
+      sb.log.error({ err: errorMessage(e) }, 'sandbox start failed; cleaning up');
+      await sb.stop().catch((err: unknown) => sb.log.error({ err: errorMessage(err) }, 'cleanup after failed start'));
+      throw withContext(e, `starting sandbox ${o.id}`);
+    }
+    return sb;
+  }
+
+  private async boot(): Promise<void> {
+    const { config, deps, id } = this.o;
+    // Persist first: if this process dies half-way, `shim delete` finds what to undo.
+    await this.persistNow('created');
+    this.fs = deps.sharedFs(id);
+    await this.fs.setup();
+
+    const q = config.hypervisor;
+    let memoryMiB = q.default_memory;
+    let vcpus = q.default_vcpus;
+    if (config.runtime.static_sandbox_resource_mgmt && this.o.staticResources) {
+      memoryMiB += Math.ceil(this.o.staticResources.memoryBytes / MIB);
+      vcpus += Math.ceil(this.o.staticResources.cpus);
+    }
+    const kernelParams: string[] = [];
+    if (config.agent.enable_debug) kernelParams.push('agent.log=debug');
+    if (config.agent.debug_console_enabled) kernelParams.push('agent.debug_console');
+    if (config.agent.container_pipe_size > 0) kernelParams.push(`agent.container_pipe_size=${config.agent.container_pipe_size}`);
+
+    this.hv = deps.createHypervisor(config, this.log);
+    await this.hv.prepareVm({
+      sandboxId: id,
+      runDir: path.join(VM_RUN_ROOT, id),
+      vcpus,
+      maxVcpus: Math.max(vcpus, q.default_maxvcpus || vcpus),
+      memoryMiB,
+      maxMemoryMiB: Math.max(memoryMiB, q.default_maxmemory || memoryMiB),
+      devices: [{ kind: 'virtio-fs', id: 'kata-shared', tag: 'kataShared', sharedDir: this.fs.hostSharedDir }],
+      kernelParams,
+    });
+    await this.hv.startVm(VM_START_TIMEOUT_MS);
+    phase(this.log, 'vm_launched', { pids: this.hv.getPids() });
+    await this.persistNow('created');
+
+    // Stop waiting for the agent as soon as the VMM dies (bad kernel, QEMU error): the error says why.
+    const vmGone = new AbortController();
+    void this.hv.exited.then((exit) => vmGone.abort(new Error(`the VM exited: ${describeVmExit(exit)}`)));
+    this.conn = await deps.connectAgent(this.hv.agentEndpoint(), {
+      timeoutMs: config.agent.dial_timeout * 1000,
+      log: this.log,
+      signal: vmGone.signal,
+    });
+    phase(this.log, 'agent_ready');
+    this.status = 'running';
+    await this.agent.createSandbox({
+      hostname: this.o.hostname,
+      storages: [this.fs.guestStorage()],
+      sandboxId: id,
+      sandboxPidns: false,
+      guestHookPath: q.guest_hook_path,
+      kernelModules: config.agent.kernel_modules.map((line) => {
+        const [name = '', ...parameters] = line.trim().split(/\s+/);
+        return { name, parameters };
+      }),
+    });
+    phase(this.log, 'sandbox_created');
+    await this.persistNow('running');
+    void this.hv.exited.then((exit) => this.onVmExit(exit));
+    void this.watchOom();
+  }
+
+  container(id: string): Container {
+    const c = this.containers.get(id);
+    if (!c) throw notFound(`container ${id} does not exist in sandbox ${this.id}`);
+    return c;
+  }
+
+  async createContainer(req: CreateContainerRequest): Promise<Container> {
+    if (this.containers.has(req.id)) throw alreadyExists(`container ${req.id} already exists in sandbox ${this.id}`);
+    const agent = this.agent;
+    const log = this.log.child({ container_id: req.id });
+    const c = new Container(req.id, req.bundle, req.spec, req.rootfs, req.stdio, log);
+    this.containers.set(req.id, c);
+    try {
+      c.init.openIo();
+      const prepared = await this.fs!.prepareContainer(req.id, {
+        bundle: req.bundle,
+        rootfs: req.rootfs,
+        spec: req.spec,
+        readonlyRootfs: req.spec.root?.readonly,
+      });
+      c.rootfsMounted = true;
+      await this.persistNow('running');
+      const guestSpec = sanitizeForGuest(prepared.guestSpec, {
+        disableGuestSeccomp: this.config.runtime.disable_guest_seccomp,
+      });
+      const timeoutMs = (this.config.agent.create_container_timeout || 60) * 1000;
+      await agent.createContainer(
+        { containerId: req.id, execId: '', storages: prepared.storages, OCI: toGrpcSpec(guestSpec), sandboxPidns: false },
+        { timeoutMs },
+      );
+      c.init.pid = this.pid;
+      phase(log, 'container_created');
+    } catch (e) {
+      this.containers.delete(req.id);
+      await c.init.release();
+      if (c.rootfsMounted) {
+        await this.fs!.releaseContainer(req.id, { bundle: req.bundle, rootfsMounted: true }).catch((err: unknown) =>
+          log.error({ err: errorMessage(err) }, 'releasing the rootfs after a failed create'),
+        );
+      }
+      this.persistSoon();
+      throw withContext(e, `creating container ${req.id}`);
+    }
+    return c;
+  }
+
+  async start(containerId: string, execId: string): Promise<ContainerProcess> {
+    const c = this.container(containerId);
+    const p = await c.start(this.agent, execId, this.pid, this.onExit);
+    if (!execId) phase(this.log.child({ container_id: containerId }), 'container_started');
+    this.persistSoon();
+    return p;
+  }
+
+  exec(containerId: string, execId: string, spec: OciProcess, stdio: StdioPaths): ContainerProcess {
+    return this.container(containerId).addExec(execId, spec, stdio);
+  }
+
+  async kill(containerId: string, execId: string, signal: number, all: boolean): Promise<void> {
+    const c = this.container(containerId);
+    const p = c.process(execId);
+    if (p.status === 'stopped') throw notFound(`process ${execId || containerId} already finished`);
+    if (this.status !== 'running') return; // the VM is gone: every process is being marked exited
+    await c.kill(this.agent, execId, signal, all);
+  }
+
+  async closeIo(containerId: string, execId: string): Promise<void> {
+    await this.container(containerId).process(execId).closeStdin();
+  }
+
+  async resizePty(containerId: string, execId: string, width: number, height: number): Promise<void> {
+    await this.container(containerId).resizePty(this.agent, execId, width, height);
+  }
+
+  async update(containerId: string, resources: OciResources): Promise<void> {
+    await this.container(containerId).update(this.agent, resources);
+  }
+
+  async pause(containerId: string): Promise<void> {
+    await this.container(containerId).pause(this.agent);
+    this.persistSoon();
+  }
+
+  async resume(containerId: string): Promise<void> {
+    await this.container(containerId).resume(this.agent);
+    this.persistSoon();
+  }
+
+  async stats(containerId: string): Promise<StatsContainerResponse> {
+    const c = this.container(containerId);
+    if (c.status === 'stopped') throw new RuntimeError('FailedPrecondition', `container ${containerId} is stopped`);
+    return this.agent.statsContainer({ containerId });
+  }
+
+  /**
+   * Deletes a finished process. For a container's init, the container goes too: removed in the guest, its
+   * rootfs unmounted on the host. Returns what containerd reports (pid, exit status, time).
+   */
+  async delete(containerId: string, execId: string): Promise<{ pid: number; exit: ExitInfo }> {
+    const c = this.container(containerId);
+    if (execId) return c.deleteExec(execId);
+    const status = c.status;
+    if (status === 'running' || status === 'paused') {
+      throw new RuntimeError('FailedPrecondition', `container ${containerId} is ${status}; kill it before deleting`);
+    }
+    const log = this.log.child({ container_id: containerId });
+    if (this.status === 'running') {
+      try {
+        await this.agent.removeContainer({ containerId, timeout: 0 });
+      } catch (e) {
+        log.warn({ err: errorMessage(e) }, 'RemoveContainer failed; releasing the host side anyway');
+      }
+    }
+    // A created-but-never-started init has no exit; containerd still expects one.
+    if (!c.init.exit) c.init.markExited(status === 'created' ? 0 : UNKNOWN_EXIT_STATUS);
+    for (const p of c.all()) await p.release();
+    this.containers.delete(containerId);
+    if (c.rootfsMounted) {
+      await this.fs?.releaseContainer(containerId, { bundle: c.bundle, rootfsMounted: true });
+    }
+    await this.persistNow(this.status === 'running' ? 'running' : 'stopped');
+    return { pid: c.init.pid, exit: c.init.exit! };
+  }
+
+  /** Stops the VM and releases every host resource; idempotent, safe at any point of start. */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    const wasRunning = this.status === 'running';
+    this.status = 'stopping';
+    const errors: string[] = [];
+    const attempt = async (what: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (e) {
+        errors.push(`${what}: ${errorMessage(e)}`);
+      }
+    };
+    if (wasRunning && this.conn) {
+      const agent = this.conn.agent;
+      await attempt('DestroySandbox', () => agent.destroySandbox({}, { timeoutMs: 5000 }));
+    }
+    this.conn?.close();
+    for (const c of this.containers.values()) {
+      for (const p of c.all()) {
+        p.markExited(UNKNOWN_EXIT_STATUS, this.onExit);
+        await p.release();
+      }
+    }
+    if (this.hv) {
+      const hv = this.hv;
+      await attempt('stopping the VM', () => hv.stopVm());
+      await attempt('cleaning up the VM', () => hv.cleanup());
+    }
+    if (this.fs) {
+      const fs = this.fs;
+      for (const c of this.containers.values()) {
+        if (c.rootfsMounted) {
+          await attempt(`releasing container ${c.id}`, () =>
+            fs.releaseContainer(c.id, { bundle: c.bundle, rootfsMounted: true }),
+          );
+        }
+      }
+      await attempt('cleaning up the shared fs', () => fs.cleanup());
+    }
+    this.containers.clear();
+    this.status = 'stopped';
+    await this.persistChain.catch(() => {});
+    if (errors.length === 0) {
+      await attempt('removing the persisted state', () => this.o.deps.removeState(this.id));
+    } else {
+      // Keep the state file: `shim delete` (or kata-ctl) can finish the job.
+      await this.persistNow('stopped').catch(() => {});
+    }
+    phase(this.log, 'sandbox_stopped');
+    if (errors.length > 0) throw new Error(`stopping sandbox ${this.id}: ${errors.join('; ')}`);
+  }
+
+  private onVmExit(exit: VmExit): void {
+    if (this.status !== 'running') return;
+    this.log.error({ reason: exit.reason, stderr: exit.stderrTail }, 'the VM exited unexpectedly');
+    void this.stop().catch((e: unknown) => this.log.error({ err: errorMessage(e) }, 'cleanup after the VM died'));
+  }
+
+  private async watchOom(): Promise<void> {
+    while (this.status === 'running' && this.conn) {
+      try {
+        const ev = await this.conn.agent.getOOMEvent({});
+        if (ev.containerId) this.o.events.oom(ev.containerId);
+      } catch (e) {
+        const code = (e as { code?: number }).code;
+        if (this.status === 'running' && code !== 12 /* Unimplemented */) {
+          this.log.debug({ err: errorMessage(e) }, 'GetOOMEvent failed; retrying');
+          await new Promise((r) => setTimeout(r, 1000));
+          continue;
+        }
+        return;
+      }
+    }
+  }
+
+  private snapshot(state: PersistedSandbox['state']): PersistedSandbox {
+    let vm: PersistedSandbox['vm'];
+    try {
+      vm = this.hv?.saveState();
+    } catch {
+      vm = undefined; // not prepared yet
+    }
+    return {
+      sandboxId: this.id,
+      namespace: this.o.namespace,
+      bundle: this.o.bundle,
+      hypervisor: {
+        name: this.hv?.name ?? this.config.hypervisorName,
+        pid: vm?.pid ?? 0,
+        virtiofsdPid: vm?.virtiofsdPid,
+        runDir: vm?.runDir ?? path.join(VM_RUN_ROOT, this.id),
+      },
+      vm,
+      shimPid: process.pid,
+      containers: [...this.containers.values()].map((c) => ({ id: c.id, bundle: c.bundle, rootfsMounted: c.rootfsMounted })),
+      sharedFsRoot: this.fs?.hostSharedDir,
+      createdAt: this.createdAt,
+      state,
+    };
+  }
+
+  private persistNow(state: PersistedSandbox['state']): Promise<void> {
+    const snap = this.snapshot(state);
+    this.persistChain = this.persistChain.catch(() => {}).then(() => this.o.deps.saveState(snap));
+    return this.persistChain;
+  }
+
+  /** Persists in the background (state changes that must not fail the RPC). */
+  private persistSoon(): void {
+    if (this.status === 'stopping' || this.status === 'stopped') return;
+    this.persistNow(this.status === 'running' ? 'running' : 'created').catch((e: unknown) =>
+      this.log.warn({ err: errorMessage(e) }, 'persisting sandbox state failed'),
+    );
+  }
+}
+
+export function describeVmExit(exit: VmExit): string {
+  const tail = exit.stderrTail.trim().split('\n').slice(-3).join(' | ');
+  return tail ? `${exit.reason}: ${tail}` : exit.reason;
+}

@@ -1,0 +1,35 @@
+// The runtime's dependencies, wired to the real layers: config, QEMU hypervisor, resource (virtio-fs share and
+// container mounts), persist, and the agent over the endpoint the hypervisor gives.
+import { applyAnnotations, loadConfiguration } from '../config/index.js';
+import { createHypervisor } from '../hypervisor/index.js';
+import { removeSandboxState, saveSandboxState } from '../persist/index.js';
+import { SharedFs, prepareContainer, releaseContainer } from '../resource/index.js';
+import { connectAgent } from './agent.js';
+import type { RuntimeDeps, SharedFsHandle } from './deps.js';
+
+function sharedFs(sandboxId: string): SharedFsHandle {
+  const sfs = new SharedFs(sandboxId);
+  return {
+    hostSharedDir: sfs.hostSharedDir,
+    setup: () => sfs.setup(),
+    guestStorage: () => sfs.guestStorage(),
+    prepareContainer: (cid, opts) => prepareContainer(sfs, cid, opts),
+    releaseContainer: (cid, opts) => releaseContainer(sfs, cid, opts),
+    cleanup: () => sfs.cleanup(),
+  };
+}
+
+export function realDeps(): RuntimeDeps {
+  return {
+    loadConfig: ({ configPath, annotations }) => {
+      const { config, warnings } = loadConfiguration({ configPath: configPath || undefined });
+      void warnings; // loadConfiguration logs them itself
+      return applyAnnotations(config, annotations);
+    },
+    createHypervisor: (config, log) => createHypervisor(config, log),
+    sharedFs,
+    connectAgent: (endpoint, opts) => connectAgent(endpoint, opts),
+    saveState: (s) => saveSandboxState(s),
+    removeState: (id) => removeSandboxState(id),
+  };
+}

@@ -1,0 +1,23 @@
+// `containerd-shim-kata-v2 delete`: containerd runs it after a shim's connection closed (normal exit or crash).
+// Whatever the dead shim left of its sandbox is undone, and a DeleteResponse (exit 128+SIGKILL, now) is returned.
+import { create, toBinary } from '@bufbuild/protobuf';
+import { timestampNow } from '@bufbuild/protobuf/wkt';
+import type { Logger } from '../common/log.js';
+import { DeleteResponseSchema } from '../protocols/gen/github.com/containerd/containerd/runtime/v2/task/shim_pb.js';
+import { cleanupSandbox } from '../runtime/cleanup.js';
+import { canConnect, removeSocket, socketAddress } from './address.js';
+import type { ShimArgs } from './args.js';
+
+const SIGKILL = 9;
+
+export async function runDelete(args: ShimArgs, log: Logger): Promise<Uint8Array> {
+  const { errors } = await cleanupSandbox(args.id, log);
+  for (const e of errors) log.warn({ sandbox_id: args.id }, e);
+  const address = socketAddress(args.address, args.namespace, args.id);
+  // The dead shim's socket; a live one (another shim answering there) is left alone.
+  if (!(await canConnect(address))) removeSocket(address);
+  return toBinary(
+    DeleteResponseSchema,
+    create(DeleteResponseSchema, { pid: 0, exitStatus: 128 + SIGKILL, exitedAt: timestampNow() }),
+  );
+}

@@ -1,0 +1,123 @@
+// Task events to containerd: Events.Forward on containerd's ttrpc socket (TTRPC_ADDRESS), as the Go shim library
+// of containerd 1.6 does. Events go out in order from one queue; a failed one is retried a few times, then dropped.
+import { type DescMessage, type MessageInitShape, create, toBinary } from '@bufbuild/protobuf';
+import { AnySchema, timestampNow } from '@bufbuild/protobuf/wkt';
+import type { Logger } from '../common/log.js';
+import { Events } from '../protocols/gen/github.com/containerd/containerd/api/services/ttrpc/events/v1/events_pb.js';
+import { type Client, TtrpcClient, createClient } from '../protocols/ttrpc/index.js';
+
+export const TOPICS = {
+  create: '/tasks/create',
+  start: '/tasks/start',
+  exit: '/tasks/exit',
+  delete: '/tasks/delete',
+  execAdded: '/tasks/exec-added',
+  execStarted: '/tasks/exec-started',
+  paused: '/tasks/paused',
+  resumed: '/tasks/resumed',
+  oom: '/tasks/oom',
+} as const;
+
+interface Item {
+  topic: string;
+  typeUrl: string;
+  value: Uint8Array;
+  attempts: number;
+}
+
+const MAX_ATTEMPTS = 5;
+const FORWARD_TIMEOUT_MS = 5000;
+
+export interface Publisher {
+  publish<D extends DescMessage>(topic: string, schema: D, event: MessageInitShape<D>): void;
+  /** Waits (up to timeoutMs) until every queued event was sent or given up. */
+  flush(timeoutMs: number): Promise<void>;
+  close(): void;
+}
+
+export class EventPublisher implements Publisher {
+  private readonly queue: Item[] = [];
+  private running = false;
+  private client: TtrpcClient | undefined;
+  private events: Client<typeof Events> | undefined;
+  private idle: (() => void)[] = [];
+  private closed = false;
+
+  constructor(
+    /** containerd's ttrpc socket ("" when containerd gave none: events are only logged). */
+    private readonly address: string,
+    private readonly namespace: string,
+    private readonly log: Logger,
+  ) {}
+
+  publish<D extends DescMessage>(topic: string, schema: D, event: MessageInitShape<D>): void {
+    const value = toBinary(schema, create(schema, event));
+    // containerd's typeurl names protobuf events by their full name, without a type.googleapis.com/ prefix.
+    const item = { topic, typeUrl: schema.typeName, value, attempts: 0 };
+    this.log.debug({ topic, event: schema.typeName }, 'publishing event');
+    if (!this.address || this.closed) return;
+    this.queue.push(item);
+    void this.run();
+  }
+
+  flush(timeoutMs: number): Promise<void> {
+    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.idle.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    this.client?.close();
+  }
+
+  private async run(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      while (this.queue.length > 0) {
+        const item = this.queue[0]!;
+        try {
+          await this.forward(item);
+          this.queue.shift();
+        } catch (e) {
+          item.attempts++;
+          if (item.attempts >= MAX_ATTEMPTS || this.closed) {
+            this.log.error({ topic: item.topic, err: (e as Error).message }, 'dropping event after retries');
+            this.queue.shift();
+          } else {
+            this.log.warn({ topic: item.topic, err: (e as Error).message, attempt: item.attempts }, 'forward event failed');
+            await new Promise((r) => setTimeout(r, 200 * item.attempts));
+          }
+        }
+      }
+    } finally {
+      this.running = false;
+      for (const f of this.idle.splice(0)) f();
+    }
+  }
+
+  private async forward(item: Item): Promise<void> {
+    if (!this.client || this.client.closed) {
+      const path = this.address.replace(/^unix:\/\//, '');
+      this.client = await TtrpcClient.connect(path, { timeoutMs: FORWARD_TIMEOUT_MS, peer: `containerd events (${path})` });
+      this.events = createClient(Events, this.client);
+    }
+    await this.events!.forward(
+      {
+        envelope: {
+          timestamp: timestampNow(),
+          namespace: this.namespace,
+          topic: item.topic,
+          event: create(AnySchema, { typeUrl: item.typeUrl, value: item.value }),
+        },
+      },
+      { timeoutMs: FORWARD_TIMEOUT_MS },
+    );
+  }
+}
