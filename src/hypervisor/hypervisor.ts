@@ -17,8 +17,10 @@ export type Device =
 /** Result of adding a device: where the guest will find it. */
 export interface DeviceInfo {
   id: string;
-  /** PCI path as Kata writes it ("02/01"), when the device is on PCI. */
+  /** PCI path as Kata writes it ("02/01"), when the device is on PCI (virtio-blk). */
   pciPath?: string;
+  /** SCSI address "<scsi-id>:<lun>" on the virtio-scsi controller (Kata's format), for virtio-scsi disks. */
+  scsiAddr?: string;
 }
 
 export interface VmConfig {

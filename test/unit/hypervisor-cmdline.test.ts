@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { QemuConfig } from '../../src/config/types.js';
+import { scsiAddress } from '../../src/hypervisor/qemu/block.js';
 import {
   type QemuLaunchSpec,
   buildKernelParams,
@@ -168,13 +169,68 @@ describe('QEMU command line', () => {
     expect(() => buildQemuCmdline(spec({}, { runDir: '/run/a,b' }))).toThrow(/comma/);
   });
 
-  it('adds boot block devices (file and host device)', () => {
+  it('adds boot block devices (virtio-blk file and host device, virtio-scsi) with aio/cache/sector settings', () => {
     const { args } = buildQemuCmdline(
-      spec({}, { blocks: [{ qemuId: 'blk-d1', path: '/dev/sdz', readOnly: false, hostDevice: true }] }),
+      spec(
+        {
+          block_device_aio: 'io_uring',
+          block_device_cache_set: true,
+          block_device_cache_direct: true,
+          block_device_cache_noflush: false,
+          block_device_logical_sector_size: 512,
+          block_device_physical_sector_size: 4096,
+        },
+        {
+          blocks: [
+            {
+              qemuId: 'blk-d1',
+              path: '/dev/sdz',
+              readOnly: false,
+              hostDevice: true,
+              driver: 'virtio-blk-pci',
+            },
+            {
+              qemuId: 'blk-d2',
+              path: '/x.img',
+              readOnly: true,
+              hostDevice: false,
+              driver: 'virtio-scsi',
+              scsi: { scsiId: 0, lun: 1 },
+            },
+          ],
+        },
+      ),
     );
-    expect(one(args, '-blockdev')).toBe(
-      'node-name=drive-blk-d1,driver=raw,read-only=off,file.driver=host_device,file.filename=/dev/sdz,file.aio=threads',
+    expect(values(args, '-blockdev')).toEqual([
+      'node-name=drive-blk-d1,driver=raw,read-only=off,file.driver=host_device,file.filename=/dev/sdz,' +
+        'file.aio=io_uring,cache.direct=on,cache.no-flush=off',
+      'node-name=drive-blk-d2,driver=raw,read-only=on,file.driver=file,file.filename=/x.img,' +
+        'file.aio=io_uring,cache.direct=on,cache.no-flush=off',
+    ]);
+    const devs = values(args, '-device');
+    expect(devs).toContain(
+      'virtio-blk-pci,id=blk-d1,drive=drive-blk-d1,serial=blk-d1,logical_block_size=512,physical_block_size=4096',
     );
+    // A SCSI disk brings the controller even when block_device_driver is virtio-blk.
+    expect(devs).toContain('virtio-scsi-pci,id=scsi0');
+    expect(devs).toContain(
+      'scsi-hd,id=blk-d2,drive=drive-blk-d2,bus=scsi0.0,scsi-id=0,lun=1,serial=blk-d2,logical_block_size=512,physical_block_size=4096',
+    );
+  });
+
+  it('adds the virtio-scsi controller for block_device_driver = virtio-scsi, with an iothread if enabled', () => {
+    const plain = buildQemuCmdline(spec({ block_device_driver: 'virtio-scsi' })).args;
+    expect(values(plain, '-device')).toContain('virtio-scsi-pci,id=scsi0');
+    const io = buildQemuCmdline(spec({ block_device_driver: 'virtio-scsi', enable_iothreads: true })).args;
+    expect(values(io, '-object')).toContain('iothread,id=scsi-io-thread');
+    expect(values(io, '-device')).toContain('virtio-scsi-pci,id=scsi0,iothread=scsi-io-thread');
+    const blk = buildQemuCmdline(spec({ block_device_driver: 'virtio-blk-pci' })).args;
+    expect(values(blk, '-device').some((d) => d.startsWith('virtio-scsi'))).toBe(false);
+  });
+
+  it('SCSI addresses follow Kata (index / 256, index % 256)', () => {
+    expect(scsiAddress(0)).toEqual({ scsiId: 0, lun: 0, addr: '0:0' });
+    expect(scsiAddress(257)).toEqual({ scsiId: 1, lun: 1, addr: '1:1' });
   });
 
   it('puts the kernel command line together in order', () => {

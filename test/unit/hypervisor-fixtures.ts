@@ -1,48 +1,24 @@
-// A KataConfig built by hand for hypervisor tests (independent of the config loader).
+// Configs for hypervisor tests: the config layer's defaults with test paths and small sizes.
+import { defaultConfig } from '../../src/config/index.js';
 import type { KataConfig, QemuConfig } from '../../src/config/types.js';
 
 export function testQemuConfig(over: Partial<QemuConfig> = {}): QemuConfig {
   return {
-    path: '/usr/bin/qemu-system-x86_64',
+    ...defaultConfig().hypervisor,
     kernel: '/kata/vmlinuz.container',
-    image: '',
     initrd: '/kata/kata-containers-initrd.img',
+    image: '',
     kernel_params: '',
-    machine_type: 'q35',
-    machine_accelerators: '',
     cpu_features: '',
     default_vcpus: 1,
     default_maxvcpus: 4,
     default_memory: 512,
     default_maxmemory: 2048,
-    memory_slots: 10,
-    default_bridges: 1,
-    shared_fs: 'virtio-fs',
-    virtio_fs_daemon: '/usr/lib/qemu/virtiofsd',
-    virtio_fs_extra_args: [],
-    virtio_fs_cache: 'auto',
-    virtio_fs_cache_size: 0,
-    block_device_driver: 'virtio-blk',
+    block_device_driver: 'virtio-blk-pci',
     block_device_aio: 'threads',
-    block_device_cache_set: false,
-    block_device_cache_direct: false,
-    block_device_cache_noflush: false,
-    block_device_logical_sector_size: 0,
-    block_device_physical_sector_size: 0,
-    disable_block_device_use: false,
-    enable_iothreads: false,
-    file_mem_backend: '',
-    enable_debug: false,
-    disable_nesting_checks: true,
-    disable_vhost_net: false,
-    entropy_source: '/dev/urandom',
     valid_hypervisor_paths: [],
     valid_virtio_fs_daemon_paths: [],
-    valid_entropy_sources: [],
-    valid_file_mem_backends: [],
-    rootfs_type: 'ext4',
-    enable_annotations: [],
-    guest_hook_path: '',
+    entropy_source: '/dev/urandom',
     accel: 'tcg',
     agent_channel: 'virtio-serial',
     ...over,
@@ -50,34 +26,5 @@ export function testQemuConfig(over: Partial<QemuConfig> = {}): QemuConfig {
 }
 
 export function testKataConfig(over: Partial<QemuConfig> = {}): KataConfig {
-  return {
-    sources: ['<test>'],
-    hypervisorName: 'qemu',
-    hypervisor: testQemuConfig(over),
-    agentName: 'kata',
-    agent: {
-      debug_console_enabled: false,
-      enable_debug: false,
-      enable_tracing: false,
-      dial_timeout: 30,
-      kernel_modules: [],
-      container_pipe_size: 0,
-      create_container_timeout: 60,
-    },
-    runtime: {
-      enable_debug: false,
-      internetworking_model: 'tcfilter',
-      disable_new_netns: false,
-      disable_guest_seccomp: true,
-      sandbox_cgroup_only: false,
-      static_sandbox_resource_mgmt: false,
-      enable_pprof: false,
-      experimental: [],
-      sandbox_bind_mounts: [],
-      vfio_mode: 'guest-kernel',
-      disable_selinux: false,
-      jaeger_endpoint: '',
-      enable_tracing: false,
-    },
-  };
+  return { ...defaultConfig(), sources: ['<test>'], hypervisor: testQemuConfig(over) };
 }

@@ -2,6 +2,7 @@
 // guest cid, which paths are block devices) is decided by the caller, so this is easy to test.
 import path from 'node:path';
 import type { QemuConfig } from '../../config/types.js';
+import { SCSI_CONTROLLER_ID, blockDeviceProps, blockdevOptions, deviceArg, flattenOpts } from './block.js';
 
 /** Files QEMU and virtiofsd create in the per-sandbox run dir (/run/vc/vm/<sandbox-id>/). */
 export interface RunDirPaths {
@@ -36,6 +37,9 @@ export interface BootBlock {
   readOnly: boolean;
   /** true for a host block device (driver host_device), false for a regular file. */
   hostDevice: boolean;
+  driver: 'virtio-blk-pci' | 'virtio-scsi';
+  /** SCSI (scsi-id, lun) for virtio-scsi disks. */
+  scsi?: { scsiId: number; lun: number };
 }
 
 export interface QemuLaunchSpec {
@@ -212,20 +216,39 @@ export function buildQemuCmdline(spec: QemuLaunchSpec): QemuCommandLine {
     );
   });
 
-  const blocks: BootBlock[] = [...spec.blocks];
-  if (q.image !== '') blocks.unshift({ qemuId: 'image', path: q.image, readOnly: true, hostDevice: false });
-  for (const b of blocks) {
-    const node = `drive-${b.qemuId}`;
-    add(
-      '-blockdev',
-      `node-name=${node},driver=raw,read-only=${b.readOnly ? 'on' : 'off'},` +
-        `file.driver=${b.hostDevice ? 'host_device' : 'file'},file.filename=${qemuEscape(b.path)},file.aio=threads`,
-    );
-    // share-rw: several sandboxes may boot from the same read-only image.
-    add(
-      '-device',
-      `virtio-blk-pci,id=${b.qemuId},drive=${node},config-wce=off,share-rw=on,serial=${b.qemuId.slice(0, 20)}`,
-    );
+  if (q.block_device_driver === 'virtio-scsi' || spec.blocks.some((b) => b.driver === 'virtio-scsi')) {
+    let scsi = `virtio-scsi-pci,id=${SCSI_CONTROLLER_ID}`;
+    if (q.enable_iothreads) {
+      add('-object', 'iothread,id=scsi-io-thread');
+      scsi += ',iothread=scsi-io-thread';
+    }
+    add('-device', scsi);
+  }
+  if (q.image !== '') {
+    // The guest image: always aio=threads; share-rw because several sandboxes boot from the same file.
+    const image = blockdevOptions(q, {
+      nodeName: 'drive-image',
+      path: q.image,
+      readOnly: true,
+      hostDevice: false,
+      aio: 'threads',
+    });
+    add('-blockdev', flattenOpts(image).join(','));
+    add('-device', 'virtio-blk-pci,id=image,drive=drive-image,config-wce=off,share-rw=on,serial=image');
+  }
+  for (const b of spec.blocks) {
+    const nodeName = `drive-${b.qemuId}`;
+    add('-blockdev', flattenOpts(blockdevOptions(q, { nodeName, ...b })).join(','));
+    const props =
+      b.driver === 'virtio-scsi'
+        ? blockDeviceProps(q, {
+            driver: 'virtio-scsi',
+            id: b.qemuId,
+            nodeName,
+            ...(b.scsi ?? { scsiId: 0, lun: 0 }),
+          })
+        : blockDeviceProps(q, { driver: 'virtio-blk-pci', id: b.qemuId, nodeName });
+    add('-device', deviceArg(props));
   }
 
   const kernelParams = buildKernelParams(spec);

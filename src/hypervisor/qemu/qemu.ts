@@ -27,6 +27,7 @@ import {
   hostHasVhostVsock,
   releaseGuestCid,
 } from '../vsock.js';
+import { blockDeviceProps, blockdevOptions, scsiAddress, toJson } from './block.js';
 import {
   type AgentChannel,
   type BootBlock,
@@ -55,7 +56,10 @@ type Phase = 'new' | 'prepared' | 'starting' | 'running' | 'stopping' | 'stopped
 interface HotpluggedBlock {
   qemuId: string;
   nodeName: string;
-  port: string;
+  /** root port (virtio-blk) */
+  port?: string;
+  /** index on the SCSI controller (virtio-scsi) */
+  scsiIndex?: number;
 }
 
 const MIB = 1024 * 1024;
@@ -86,6 +90,7 @@ export class QemuHypervisor implements Hypervisor {
   private stopReason: string | undefined;
   private stopping: Promise<void> | undefined;
   private readonly portOwner = new Map<string, string>();
+  private readonly scsiUsed = new Set<number>();
   private readonly blocks = new Map<string, HotpluggedBlock>();
   /** ids of vCPUs we hot-added, newest last (only those can be removed again). */
   private readonly hotCpus: string[] = [];
@@ -145,14 +150,14 @@ export class QemuHypervisor implements Hypervisor {
   async prepareVm(cfg: VmConfig): Promise<void> {
     if (this.phase !== 'new') throw new Error(`prepareVm(${cfg.sandboxId}): VM is already ${this.phase}`);
     this.log = this.log.child({ sandbox_id: cfg.sandboxId });
-    await this.check();
     try {
+      await this.check();
       await this.prepare(cfg);
     } catch (err) {
       await this.releaseHostResources();
-      throw new Error(`preparing QEMU VM for sandbox ${cfg.sandboxId}: ${(err as Error).message}`, {
-        cause: err,
-      });
+      const why = (err as Error).message;
+      this.finishExit({ code: null, signal: null, stderrTail: '', reason: `prepare failed: ${why}` });
+      throw new Error(`preparing QEMU VM for sandbox ${cfg.sandboxId}: ${why}`, { cause: err });
     }
     this.phase = 'prepared';
   }
@@ -216,16 +221,24 @@ export class QemuHypervisor implements Hypervisor {
           );
         }
       } else if (dev.kind === 'block') {
-        if (dev.driver !== 'virtio-blk-pci')
-          throw new Error(`device ${dev.id}: block driver ${dev.driver} is not supported yet`);
         const st = await stat(dev.path).catch(() => undefined);
         if (!st) throw new Error(`device ${dev.id}: ${dev.path} does not exist`);
-        blocks.push({
+        const b: BootBlock = {
           qemuId: qemuId('blk', dev.id),
           path: dev.path,
           readOnly: dev.readOnly,
           hostDevice: st.isBlockDevice(),
-        });
+          driver: dev.driver,
+        };
+        if (dev.driver === 'virtio-scsi') {
+          const index = this.allocScsiIndex();
+          b.scsi = scsiAddress(index);
+          this.blocks.set(dev.id, { qemuId: b.qemuId, nodeName: `drive-${b.qemuId}`, scsiIndex: index });
+        } else {
+          // Cold-plugged on the root bus: not removable (no port to free), but tracked so ids stay unique.
+          this.blocks.set(dev.id, { qemuId: b.qemuId, nodeName: `drive-${b.qemuId}` });
+        }
+        blocks.push(b);
       } else {
         throw new Error(`device ${dev.id}: ${dev.kind} devices are not supported yet by the QEMU driver`);
       }
@@ -251,7 +264,7 @@ export class QemuHypervisor implements Hypervisor {
       fsShares: this.fsShares,
       blocks,
       guestKernelParams: manifest?.kernelParams ?? [],
-      rootfsType: manifest?.rootfsType,
+      rootfsType: manifest?.rootfsType ?? (q.rootfs_type || undefined),
       extraKernelParams: cfg.kernelParams ?? [],
       hotplugPorts: this.opts.hotplugPorts ?? DEFAULT_HOTPLUG_PORTS,
     });
@@ -365,8 +378,11 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   private watchVirtiofsd(v: Virtiofsd): void {
-    void v.exited.then((e) => {
-      if (v.isStopping || this.phase === 'stopping' || this.phase === 'stopped') return;
+    void v.exited.then(async (e) => {
+      if (v.isStopping || this.winding()) return;
+      // virtiofsd also exits when QEMU goes away (vhost-user disconnect), often before we see QEMU's exit.
+      if (this.qemu && (await waitFor(this.qemu.exited, 500))) return;
+      if (v.isStopping || this.winding()) return;
       // Without its shared fs the guest cannot run containers: stop the VM so the runtime notices.
       const why = `virtiofsd for ${v.opts.sharedDir} died: ${describeExit('virtiofsd', e)}`;
       this.log.error({ stderr: e.stderrTail }, why);
@@ -377,9 +393,16 @@ export class QemuHypervisor implements Hypervisor {
     });
   }
 
+  /** True once the VM is being stopped or is gone (a method, so TS does not narrow `phase` across awaits). */
+  private winding(): boolean {
+    return this.phase === 'stopping' || this.phase === 'stopped';
+  }
+
   private onQemuExit(e: ChildExit): void {
     const expected = this.phase === 'stopping' || this.phase === 'stopped';
-    const reason = this.stopReason ?? describeExit('qemu', e);
+    const reason =
+      this.stopReason ??
+      (this.phase === 'starting' ? `start failed: ${describeExit('qemu', e)}` : describeExit('qemu', e));
     if (expected) this.log.info({ code: e.code, signal: e.signal }, 'QEMU exited');
     else
       this.log.warn(
@@ -477,6 +500,11 @@ export class QemuHypervisor implements Hypervisor {
     return this.requireQmp();
   }
 
+  /** QEMU's run state as query-status reports it ("running", "paused", ...). */
+  async status(): Promise<string> {
+    return (await this.requireQmp().queryStatus()).status;
+  }
+
   async pauseVm(): Promise<void> {
     const qmp = this.requireRunning('pauseVm');
     await qmp.stop();
@@ -532,6 +560,13 @@ export class QemuHypervisor implements Hypervisor {
 
   // --- devices ---------------------------------------------------------------------------------------------
 
+  private allocScsiIndex(): number {
+    let i = 0;
+    while (this.scsiUsed.has(i)) i++;
+    this.scsiUsed.add(i);
+    return i;
+  }
+
   async addDevice(dev: Device): Promise<DeviceInfo> {
     const qmp = this.requireRunning(`addDevice(${dev.id})`);
     if (dev.kind === 'virtio-fs') {
@@ -540,37 +575,54 @@ export class QemuHypervisor implements Hypervisor {
       );
     }
     if (dev.kind === 'network') throw new Error(`addDevice(${dev.id}): network hotplug is not supported yet`);
-    if (dev.driver !== 'virtio-blk-pci')
-      throw new Error(`addDevice(${dev.id}): block driver ${dev.driver} is not supported yet`);
     if (this.blocks.has(dev.id))
       throw new Error(`addDevice(${dev.id}): a device with this id is already attached`);
     const st = await stat(dev.path).catch(() => undefined);
     if (!st) throw new Error(`addDevice(${dev.id}): ${dev.path} does not exist`);
-    const port = this.cmd?.hotplugPortIds.find((p) => !this.portOwner.has(p));
-    if (!port)
-      throw new Error(
-        `addDevice(${dev.id}): all ${this.cmd?.hotplugPortIds.length ?? 0} hotplug root ports are in use`,
-      );
-
+    const q = this.config.hypervisor;
     const id = qemuId('blk', dev.id);
     const nodeName = `drive-${id}`;
-    this.portOwner.set(port, dev.id);
+    const entry: HotpluggedBlock = { qemuId: id, nodeName };
+    let props: ReturnType<typeof blockDeviceProps>;
+    let scsiAddr: string | undefined;
+    if (dev.driver === 'virtio-scsi') {
+      if (!this.cmd?.args.some((a) => a.startsWith('virtio-scsi-pci,'))) {
+        throw new Error(
+          `addDevice(${dev.id}): the VM has no virtio-scsi controller (block_device_driver is not virtio-scsi)`,
+        );
+      }
+      entry.scsiIndex = this.allocScsiIndex();
+      const a = scsiAddress(entry.scsiIndex);
+      scsiAddr = a.addr;
+      props = blockDeviceProps(q, { driver: 'virtio-scsi', id, nodeName, scsiId: a.scsiId, lun: a.lun });
+    } else {
+      const port = this.cmd?.hotplugPortIds.find((p) => !this.portOwner.has(p));
+      if (!port) {
+        throw new Error(
+          `addDevice(${dev.id}): all ${this.cmd?.hotplugPortIds.length ?? 0} hotplug root ports are in use`,
+        );
+      }
+      entry.port = port;
+      this.portOwner.set(port, dev.id);
+      props = blockDeviceProps(q, { driver: 'virtio-blk-pci', id, nodeName, bus: port });
+    }
+    const release = () => {
+      if (entry.port) this.portOwner.delete(entry.port);
+      if (entry.scsiIndex !== undefined) this.scsiUsed.delete(entry.scsiIndex);
+    };
     try {
-      await qmp.blockdevAdd({
-        'node-name': nodeName,
-        driver: 'raw',
-        'read-only': dev.readOnly,
-        file: { driver: st.isBlockDevice() ? 'host_device' : 'file', filename: dev.path, aio: 'threads' },
-      });
+      await qmp.blockdevAdd(
+        toJson(
+          blockdevOptions(q, {
+            nodeName,
+            path: dev.path,
+            readOnly: dev.readOnly,
+            hostDevice: st.isBlockDevice(),
+          }),
+        ),
+      );
       try {
-        await qmp.deviceAdd({
-          driver: 'virtio-blk-pci',
-          id,
-          drive: nodeName,
-          bus: port,
-          addr: '0',
-          serial: id.slice(0, 20),
-        });
+        await qmp.deviceAdd(toJson(props) as Parameters<QmpClient['deviceAdd']>[0]);
       } catch (err) {
         await qmp
           .blockdevDel(nodeName)
@@ -578,15 +630,18 @@ export class QemuHypervisor implements Hypervisor {
         throw err;
       }
     } catch (err) {
-      this.portOwner.delete(port);
+      release();
       throw new Error(`addDevice(${dev.id}) hotplugging ${dev.path}: ${(err as Error).message}`, {
         cause: err,
       });
     }
-    this.blocks.set(dev.id, { qemuId: id, nodeName, port });
-    const pciPath = pciPathOf(await qmp.queryPci(), id);
-    this.log.info({ device: dev.id, path: dev.path, port, pciPath }, 'block device hotplugged');
-    return { id: dev.id, pciPath };
+    this.blocks.set(dev.id, entry);
+    const pciPath = entry.port ? pciPathOf(await qmp.queryPci(), id) : undefined;
+    this.log.info(
+      { device: dev.id, path: dev.path, driver: dev.driver, pciPath, scsiAddr },
+      'block device hotplugged',
+    );
+    return { id: dev.id, pciPath, scsiAddr };
   }
 
   async removeDevice(dev: Device): Promise<void> {
@@ -594,7 +649,7 @@ export class QemuHypervisor implements Hypervisor {
     if (dev.kind !== 'block')
       throw new Error(`removeDevice(${dev.id}): ${dev.kind} hot-unplug is not supported yet`);
     const b = this.blocks.get(dev.id);
-    if (!b) throw new Error(`removeDevice(${dev.id}): no hotplugged block device with this id`);
+    if (!b) throw new Error(`removeDevice(${dev.id}): no block device with this id is attached`);
     try {
       await qmp.deviceDel(b.qemuId, 10_000);
       await qmp.blockdevDel(b.nodeName);
@@ -602,7 +657,8 @@ export class QemuHypervisor implements Hypervisor {
       throw new Error(`removeDevice(${dev.id}): ${(err as Error).message}`, { cause: err });
     }
     this.blocks.delete(dev.id);
-    this.portOwner.delete(b.port);
+    if (b.port) this.portOwner.delete(b.port);
+    if (b.scsiIndex !== undefined) this.scsiUsed.delete(b.scsiIndex);
     this.log.info({ device: dev.id }, 'block device removed');
   }
 
