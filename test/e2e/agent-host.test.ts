@@ -1,0 +1,299 @@
+// The agent's container RPCs end to end on this host: createAgentService behind a real ttrpc server,
+// real crun, a busybox rootfs, a private cgroup parent. Needs root and crun.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Code } from '../../src/protocols/ttrpc/index.js';
+import {
+  type HostAgent,
+  busyboxSpec,
+  cgroupDirs,
+  mountsUnder,
+  processesInCgroup,
+  readAll,
+  startHostAgent,
+} from './agent-fixtures.js';
+
+const canRun = process.getuid?.() === 0 && fs.existsSync('/usr/bin/crun');
+
+describe.skipIf(!canRun)('agent container RPCs on the host (crun)', () => {
+  let env: HostAgent;
+
+  beforeAll(async () => {
+    env = await startHostAgent();
+  });
+
+  afterAll(async () => {
+    await env?.close();
+  });
+
+  const cgroupFile = (cid: string, v1: string, v2: string): string => {
+    const dirs = cgroupDirs(`${env.cgroupParent}/${cid}`);
+    const v2dir = dirs.find((d) => fs.existsSync(path.join(d, 'cgroup.controllers')));
+    if (v2dir) return path.join(v2dir, v2);
+    const [ctrl, file] = v1.split('/') as [string, string];
+    return path.join('/sys/fs/cgroup', ctrl, env.cgroupParent, cid, file);
+  };
+
+  it('answers health checks and leaves unknown RPCs unimplemented', async () => {
+    expect((await env.health.check({})).status).toBe(1);
+    expect((await env.health.version({})).agentVersion).toMatch(/\d/);
+    await expect(env.agent.getIPTables({})).rejects.toMatchObject({ code: Code.Unimplemented });
+  });
+
+  it('creates a sandbox with an ephemeral storage', async () => {
+    const mp = path.join(env.kataRunDir, 'sandbox/ephemeral/scratch');
+    await env.agent.createSandbox({
+      sandboxId: 'sb1',
+      hostname: 'sb1',
+      storages: [
+        { driver: 'ephemeral', source: 'tmpfs', fstype: 'tmpfs', mountPoint: mp, options: ['size=1m'] },
+      ],
+    });
+    expect(mountsUnder(env.dir)).toContain(mp);
+  });
+
+  it('runs nothing before StartContainer, then reports output and the exact exit code', async () => {
+    const cid = 'echo1';
+    await env.agent.createContainer({
+      containerId: cid,
+      OCI: busyboxSpec(env, cid, ['sh', '-c', 'touch /started; echo hello; echo oops >&2; exit 7']),
+    });
+    const rootfs = path.join(env.sharedDir, cid, 'rootfs');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(fs.existsSync(path.join(rootfs, 'started'))).toBe(false);
+    await env.agent.startContainer({ containerId: cid });
+    const [out, err] = await Promise.all([readAll(env, 'stdout', cid), readAll(env, 'stderr', cid)]);
+    expect(out).toBe('hello\n');
+    expect(err).toBe('oops\n');
+    expect((await env.agent.waitProcess({ containerId: cid, execId: '' })).status).toBe(7);
+    expect(fs.existsSync(path.join(rootfs, 'started'))).toBe(true);
+    await env.agent.removeContainer({ containerId: cid });
+  });
+
+  it('passes stdin through, with EOF on CloseStdin, and keeps every byte of large output', async () => {
+    const cid = 'cat1';
+    await env.agent.createContainer({
+      containerId: cid,
+      OCI: busyboxSpec(env, cid, ['sh', '-c', 'cat; head -c 3000000 /dev/zero | tr "\\0" x']),
+    });
+    await env.agent.startContainer({ containerId: cid });
+    expect(
+      (await env.agent.writeStdin({ containerId: cid, execId: '', data: Buffer.from('abc\n') })).len,
+    ).toBe(4);
+    await env.agent.closeStdin({ containerId: cid, execId: '' });
+    // read slowly at first: the agent must hold back (pause the pipe), not lose or duplicate
+    await new Promise((r) => setTimeout(r, 500));
+    const out = await readAll(env, 'stdout', cid);
+    expect(out.slice(0, 4)).toBe('abc\n');
+    expect(out.length).toBe(4 + 3_000_000);
+    expect(/^x+$/.test(out.slice(4))).toBe(true);
+    expect((await env.agent.waitProcess({ containerId: cid, execId: '' })).status).toBe(0);
+    await env.agent.removeContainer({ containerId: cid });
+  });
+
+  describe('a long-running container', () => {
+    const cid = 'sleeper';
+
+    beforeAll(async () => {
+      await env.agent.createContainer({ containerId: cid, OCI: busyboxSpec(env, cid, ['sleep', '1000']) });
+      await env.agent.startContainer({ containerId: cid });
+    });
+
+    it('execs a process without a terminal', async () => {
+      await env.agent.execProcess({
+        containerId: cid,
+        execId: 'e1',
+        process: {
+          Args: ['sh', '-c', 'echo exec-out; echo exec-err >&2; exit 5'],
+          Env: ['PATH=/bin'],
+          Cwd: '/',
+          User: {},
+        },
+      });
+      expect(await readAll(env, 'stdout', cid, 'e1')).toBe('exec-out\n');
+      expect(await readAll(env, 'stderr', cid, 'e1')).toBe('exec-err\n');
+      expect((await env.agent.waitProcess({ containerId: cid, execId: 'e1' })).status).toBe(5);
+    });
+
+    it('execs a process with a terminal and resizes it', async () => {
+      await env.agent.execProcess({
+        containerId: cid,
+        execId: 't1',
+        process: {
+          Terminal: true,
+          ConsoleSize: { Height: 20, Width: 70 },
+          Args: ['sh'],
+          Env: ['PATH=/bin', 'TERM=xterm'],
+          Cwd: '/',
+          User: {},
+        },
+      });
+      await env.agent.ttyWinResize({ containerId: cid, execId: 't1', row: 33, column: 101 });
+      await env.agent.writeStdin({
+        containerId: cid,
+        execId: 't1',
+        data: Buffer.from('stty size; tty; exit 4\n'),
+      });
+      const out = await readAll(env, 'stdout', cid, 't1');
+      expect(out).toContain('33 101');
+      expect(out).toMatch(/\/dev\/pts\/\d+/);
+      expect((await env.agent.waitProcess({ containerId: cid, execId: 't1' })).status).toBe(4);
+    });
+
+    it('reports 137 for a process killed by SIGKILL', async () => {
+      await env.agent.execProcess({
+        containerId: cid,
+        execId: 'k1',
+        process: { Args: ['sleep', '1000'], Env: ['PATH=/bin'], Cwd: '/', User: {} },
+      });
+      await env.agent.signalProcess({ containerId: cid, execId: 'k1', signal: 9 });
+      expect((await env.agent.waitProcess({ containerId: cid, execId: 'k1' })).status).toBe(137);
+    });
+
+    it('reports cgroup statistics', async () => {
+      const r = await env.agent.statsContainer({ containerId: cid });
+      const s = r.cgroupStats!;
+      expect(s.memoryStats!.usage!.usage).toBeGreaterThan(0n);
+      expect(s.pidsStats!.current).toBeGreaterThanOrEqual(1n);
+      expect(s.cpuStats!.cpuUsage!.totalUsage).toBeGreaterThan(0n);
+    });
+
+    it('updates the memory limit', async () => {
+      await env.agent.updateContainer({ containerId: cid, resources: { Memory: { Limit: 64n << 20n } } });
+      const f = cgroupFile(cid, 'memory/memory.limit_in_bytes', 'memory.max');
+      expect(fs.readFileSync(f, 'utf8').trim()).toBe(String(64 << 20));
+      const s = (await env.agent.statsContainer({ containerId: cid })).cgroupStats!;
+      expect(s.memoryStats!.usage!.limit).toBe(64n << 20n);
+    });
+
+    it('pauses and resumes through the freezer', async () => {
+      const f = cgroupFile(cid, 'freezer/freezer.state', 'cgroup.freeze');
+      await env.agent.pauseContainer({ containerId: cid });
+      expect(fs.readFileSync(f, 'utf8').trim()).toMatch(/^(FROZEN|1)$/);
+      await env.agent.resumeContainer({ containerId: cid });
+      expect(fs.readFileSync(f, 'utf8').trim()).toMatch(/^(THAWED|0)$/);
+    });
+
+    it('stops an init without a SIGTERM handler on SIGTERM (as SIGKILL: 137)', async () => {
+      await env.agent.signalProcess({ containerId: cid, execId: '', signal: 15 });
+      expect((await env.agent.waitProcess({ containerId: cid, execId: '' })).status).toBe(137);
+      await env.agent.removeContainer({ containerId: cid });
+      expect(cgroupDirs(`${env.cgroupParent}/${cid}`)).toEqual([]);
+    });
+  });
+
+  it('answers NotFound for unknown containers and processes', async () => {
+    for (const call of [
+      () => env.agent.startContainer({ containerId: 'nope' }),
+      () => env.agent.waitProcess({ containerId: 'nope', execId: '' }),
+      () => env.agent.readStdout({ containerId: 'nope', execId: '', len: 10 }),
+      () => env.agent.signalProcess({ containerId: 'nope', execId: '', signal: 9 }),
+      () => env.agent.statsContainer({ containerId: 'nope' }),
+      () => env.agent.removeContainer({ containerId: 'nope' }),
+    ]) {
+      await expect(call()).rejects.toMatchObject({ code: Code.NotFound });
+    }
+  });
+
+  it('refuses escaping paths and malformed requests, leaving nothing behind', async () => {
+    const bundles = path.join(env.stateDir, 'containers');
+    const mountsBefore = mountsUnder(env.dir);
+    const bad = async (
+      cid: string,
+      spec: ReturnType<typeof busyboxSpec> | undefined,
+      extra: Record<string, unknown> = {},
+    ) =>
+      expect(env.agent.createContainer({ containerId: cid, OCI: spec, ...extra })).rejects.toMatchObject({
+        code: Code.InvalidArgument,
+      });
+    // a mount destination climbing out with '..'
+    await bad(
+      'bad1',
+      busyboxSpec(env, 'bad1', ['true'], {
+        mounts: [{ destination: '/../../etc/x', type: 'tmpfs', source: 'tmpfs' }],
+      }),
+    );
+    // a bind source under the share that is a symlink to the guest's /etc
+    fs.symlinkSync('/etc', path.join(env.sharedDir, 'evil-link'));
+    await bad(
+      'bad2',
+      busyboxSpec(env, 'bad2', ['true'], {
+        mounts: [
+          {
+            destination: '/mnt',
+            type: 'bind',
+            source: path.join(env.sharedDir, 'evil-link'),
+            options: ['rbind'],
+          },
+        ],
+      }),
+    );
+    // a bind source with '..'
+    await bad(
+      'bad3',
+      busyboxSpec(env, 'bad3', ['true'], {
+        mounts: [
+          { destination: '/mnt', type: 'bind', source: `${env.sharedDir}/../../../etc`, options: ['rbind'] },
+        ],
+      }),
+    );
+    // a storage mount point outside the Kata directory
+    await bad('bad4', busyboxSpec(env, 'bad4', ['true']), {
+      storages: [{ driver: 'ephemeral', source: 'tmpfs', fstype: 'tmpfs', mountPoint: '/tmp/kt-agent-evil' }],
+    });
+    // a rootfs that is a symlink out of the share
+    fs.mkdirSync(path.join(env.sharedDir, 'bad5'), { recursive: true });
+    fs.symlinkSync('/', path.join(env.sharedDir, 'bad5', 'rootfs'));
+    const spec5 = busyboxSpec(env, 'bad4', ['true']);
+    spec5.Root!.Path = path.join(env.sharedDir, 'bad5', 'rootfs');
+    await bad('bad5', spec5);
+    await bad('../x', busyboxSpec(env, 'bad6', ['true']));
+    await bad('bad7', undefined);
+    expect(fs.existsSync('/tmp/kt-agent-evil')).toBe(false);
+    expect(fs.existsSync(bundles) ? fs.readdirSync(bundles) : []).toEqual([]);
+    expect(mountsUnder(env.dir)).toEqual(mountsBefore);
+  });
+
+  it('copies files into the share and refuses paths outside it', async () => {
+    const target = path.join(env.sharedDir, 'cf', 'hostname');
+    await env.agent.copyFile({
+      path: target,
+      fileSize: 5n,
+      fileMode: 0o100644,
+      dirMode: 0o755,
+      data: Buffer.from('host\n'),
+    });
+    expect(fs.readFileSync(target, 'utf8')).toBe('host\n');
+    await expect(
+      env.agent.copyFile({
+        path: `${env.sharedDir}/../../escape`,
+        fileSize: 1n,
+        fileMode: 0o100644,
+        data: Buffer.from('x'),
+      }),
+    ).rejects.toMatchObject({ code: Code.InvalidArgument });
+    fs.symlinkSync('/tmp', path.join(env.sharedDir, 'tmp-link'));
+    await expect(
+      env.agent.copyFile({
+        path: path.join(env.sharedDir, 'tmp-link', 'kt-agent-escape'),
+        fileSize: 1n,
+        fileMode: 0o100644,
+        data: Buffer.from('x'),
+      }),
+    ).rejects.toMatchObject({ code: Code.InvalidArgument });
+    expect(fs.existsSync('/tmp/kt-agent-escape')).toBe(false);
+  });
+
+  it('destroys the sandbox: containers, processes and mounts gone', async () => {
+    const cid = 'last';
+    await env.agent.createContainer({ containerId: cid, OCI: busyboxSpec(env, cid, ['sleep', '1000']) });
+    await env.agent.startContainer({ containerId: cid });
+    await env.agent.destroySandbox({});
+    await new Promise((r) => setImmediate(r));
+    expect(env.destroyed).toBe(1);
+    expect(processesInCgroup(env.cgroupParent)).toEqual([]);
+    expect(mountsUnder(env.dir)).toEqual([]);
+    expect(fs.readdirSync(path.join(env.stateDir, 'containers'))).toEqual([]);
+  });
+});
