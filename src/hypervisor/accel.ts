@@ -100,8 +100,13 @@ async function bootUnderKvm(
       if (done) return;
       done = true;
       clearTimeout(timer);
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      resolve({ ok, detail });
+      // Resolve only once QEMU is reaped: a probe must not leave even a zombie behind.
+      if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
+        child.once('exit', () => resolve({ ok, detail }));
+        child.kill('SIGKILL');
+      } else {
+        resolve({ ok, detail });
+      }
     };
     const timer = setTimeout(() => {
       const reached = /Linux version/.test(console.toString())

@@ -224,6 +224,18 @@ describe('QEMU hypervisor (TCG)', () => {
     expectNothingLeft(id, vm.runDir);
   });
 
+  it('a start timeout names what it waited for and leaves nothing', async () => {
+    const id = sandboxId('timeout');
+    const vm = vmConfig(id);
+    const hv = createHypervisor(config('idle'), log);
+    await hv.prepareVm(vm);
+    await expect(hv.startVm(1)).rejects.toThrow(
+      /waiting for the QMP socket \/run\/vc\/vm\/.*\/qmp\.sock\): timed out/,
+    );
+    expect((await hv.exited).reason).toMatch(/start failed/);
+    expectNothingLeft(id, vm.runDir);
+  });
+
   it('a missing kernel fails prepareVm by name, or startVm with QEMU stderr if it vanishes later', async () => {
     const id = sandboxId('nokernel');
     const vm = vmConfig(id);
