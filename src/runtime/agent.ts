@@ -29,7 +29,9 @@ export interface ConnectAgentOptions {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function describe(ep: AgentEndpoint): string {
-  return ep.kind === 'vsock' ? `vsock cid ${ep.cid} port ${ep.port}` : `virtio-serial socket ${ep.socketPath}`;
+  return ep.kind === 'vsock'
+    ? `vsock cid ${ep.cid} port ${ep.port}`
+    : `virtio-serial socket ${ep.socketPath}`;
 }
 
 async function dial(ep: AgentEndpoint, opts: ConnectAgentOptions, timeoutMs: number): Promise<TtrpcClient> {
@@ -47,7 +49,10 @@ export async function connectAgent(ep: AgentEndpoint, opts: ConnectAgentOptions)
   const aborted = () => {
     if (opts.signal?.aborted) {
       conn?.close();
-      throw new RuntimeError('Unavailable', `waiting for the agent on ${describe(ep)}: ${errorMessage(opts.signal.reason)}`);
+      throw new RuntimeError(
+        'Unavailable',
+        `waiting for the agent on ${describe(ep)}: ${errorMessage(opts.signal.reason)}`,
+      );
     }
   };
   while (Date.now() < deadline) {
@@ -64,7 +69,10 @@ export async function connectAgent(ep: AgentEndpoint, opts: ConnectAgentOptions)
     }
     try {
       // A guest still booting has not opened its port: the request waits in QEMU's chardev until it does.
-      await createClient(Health, conn).check({ service: '' }, { timeoutMs: Math.max(100, Math.min(left, 3000)), signal: opts.signal });
+      await createClient(Health, conn).check(
+        { service: '' },
+        { timeoutMs: Math.max(100, Math.min(left, 3000)), signal: opts.signal },
+      );
       opts.log.debug({ endpoint: describe(ep) }, 'agent answered Health.Check');
       const c = conn;
       return {

@@ -118,6 +118,7 @@ export async function cleanupSandbox(sandboxId: string, log: Logger): Promise<Cl
     actions.push('removed persisted state');
     await attempt('removing the persisted state', () => removeSandboxState(sandboxId));
   }
-  if (actions.length > 0) log.info({ sandbox_id: sandboxId, actions, errors }, 'cleaned up after a dead shim');
+  if (actions.length > 0)
+    log.info({ sandbox_id: sandboxId, actions, errors }, 'cleaned up after a dead shim');
   return { actions, errors };
 }

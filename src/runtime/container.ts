@@ -48,7 +48,12 @@ export class Container {
     return [this.init, ...this.execs.values()];
   }
 
-  async start(agent: AgentClient, execId: string, pid: number, onExit: ExitListener): Promise<ContainerProcess> {
+  async start(
+    agent: AgentClient,
+    execId: string,
+    pid: number,
+    onExit: ExitListener,
+  ): Promise<ContainerProcess> {
     const p = this.process(execId);
     if (p.status !== 'created') {
       throw failedPrecondition(`${describe(p)} is ${p.status}, it can only be started once`);
@@ -56,7 +61,8 @@ export class Container {
     if (p.isInit) {
       await agent.startContainer({ containerId: this.id });
     } else {
-      if (this.status !== 'running') throw failedPrecondition(`container ${this.id} is ${this.status}; cannot start exec ${execId}`);
+      if (this.status !== 'running')
+        throw failedPrecondition(`container ${this.id} is ${this.status}; cannot start exec ${execId}`);
       await agent.execProcess({ containerId: this.id, execId, process: toGrpcProcess(p.spec ?? {}) });
     }
     p.started(agent, pid, onExit);
@@ -66,8 +72,10 @@ export class Container {
   addExec(execId: string, spec: OciProcess, stdio: StdioPaths): ContainerProcess {
     if (!execId) throw new RuntimeError('InvalidArgument', `exec in container ${this.id} needs an exec id`);
     if (this.execs.has(execId)) throw alreadyExists(`exec ${execId} already exists in container ${this.id}`);
-    if (this.status === 'stopped') throw failedPrecondition(`container ${this.id} is stopped; cannot exec ${execId}`);
-    if (!spec.args?.length) throw new RuntimeError('InvalidArgument', `exec ${execId} in container ${this.id} has no args`);
+    if (this.status === 'stopped')
+      throw failedPrecondition(`container ${this.id} is stopped; cannot exec ${execId}`);
+    if (!spec.args?.length)
+      throw new RuntimeError('InvalidArgument', `exec ${execId} in container ${this.id} has no args`);
     const p = new ContainerProcess(this.id, execId, stdio, this.log.child({ exec_id: execId }), {
       ...spec,
       terminal: stdio.terminal,
@@ -85,9 +93,11 @@ export class Container {
       // The agent signals the init; the execs get the signal too, as runc's kill --all does.
       for (const e of this.execs.values()) {
         if (e.status !== 'running') continue;
-        await agent.signalProcess({ containerId: this.id, execId: e.execId, signal }).catch((err: unknown) => {
-          this.log.debug({ exec_id: e.execId, err: String(err) }, 'signal exec (kill all)');
-        });
+        await agent
+          .signalProcess({ containerId: this.id, execId: e.execId, signal })
+          .catch((err: unknown) => {
+            this.log.debug({ exec_id: e.execId, err: String(err) }, 'signal exec (kill all)');
+          });
       }
     }
   }
@@ -105,13 +115,15 @@ export class Container {
   }
 
   async pause(agent: AgentClient): Promise<void> {
-    if (this.status !== 'running') throw failedPrecondition(`container ${this.id} is ${this.status}; only a running one can be paused`);
+    if (this.status !== 'running')
+      throw failedPrecondition(`container ${this.id} is ${this.status}; only a running one can be paused`);
     await agent.pauseContainer({ containerId: this.id });
     this.paused = true;
   }
 
   async resume(agent: AgentClient): Promise<void> {
-    if (this.status !== 'paused') throw failedPrecondition(`container ${this.id} is ${this.status}, not paused`);
+    if (this.status !== 'paused')
+      throw failedPrecondition(`container ${this.id} is ${this.status}, not paused`);
     await agent.resumeContainer({ containerId: this.id });
     this.paused = false;
   }
@@ -119,7 +131,8 @@ export class Container {
   /** Forgets a finished exec; returns its exit. */
   async deleteExec(execId: string): Promise<{ pid: number; exit: ExitInfo }> {
     const p = this.process(execId);
-    if (p.status === 'running') throw failedPrecondition(`${describe(p)} is running; kill it before deleting`);
+    if (p.status === 'running')
+      throw failedPrecondition(`${describe(p)} is running; kill it before deleting`);
     this.execs.delete(execId);
     await p.release();
     return { pid: p.pid, exit: p.exit ?? { exitStatus: 0, exitedAt: new Date() } };

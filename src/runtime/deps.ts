@@ -46,7 +46,10 @@ export interface RuntimeDeps {
   loadConfig(opts: { configPath?: string; annotations: Record<string, string> }): KataConfig;
   createHypervisor(config: KataConfig, log: Logger): Hypervisor;
   sharedFs(sandboxId: string): SharedFsHandle;
-  connectAgent(endpoint: AgentEndpoint, opts: { timeoutMs: number; log: Logger; signal?: AbortSignal }): Promise<AgentConnection>;
+  connectAgent(
+    endpoint: AgentEndpoint,
+    opts: { timeoutMs: number; log: Logger; signal?: AbortSignal },
+  ): Promise<AgentConnection>;
   saveState(state: PersistedSandbox): Promise<void>;
   removeState(sandboxId: string): Promise<void>;
 }

@@ -39,7 +39,8 @@ function socketSink(fd: number, what: string, log: Logger): Sink {
   const sock = new net.Socket({ fd, readable: false, writable: true });
   let broken: string | undefined;
   sock.on('error', (e) => {
-    if (!broken) log.warn({ stream: what, err: e.message }, 'output stream reader went away; dropping output');
+    if (!broken)
+      log.warn({ stream: what, err: e.message }, 'output stream reader went away; dropping output');
     broken = e.message;
   });
   return {
@@ -77,7 +78,9 @@ function openSink(target: string, what: string, log: Logger): Sink {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(target)) {
     const url = new URL(target);
     if (url.protocol !== 'file:') {
-      throw new Error(`${what} ${target}: only FIFOs, files and file:// URIs are supported, not ${url.protocol}//`);
+      throw new Error(
+        `${what} ${target}: only FIFOs, files and file:// URIs are supported, not ${url.protocol}//`,
+      );
     }
     path = decodeURIComponent(url.pathname);
   }
@@ -126,9 +129,12 @@ export class ProcessIo {
       }
     } catch (e) {
       void io.close();
-      throw new Error(`opening stdio of ${execId ? `exec ${execId} in ` : ''}container ${containerId}: ${errorMessage(e)}`, {
-        cause: e,
-      });
+      throw new Error(
+        `opening stdio of ${execId ? `exec ${execId} in ` : ''}container ${containerId}: ${errorMessage(e)}`,
+        {
+          cause: e,
+        },
+      );
     }
     return io;
   }
@@ -212,7 +218,8 @@ export class ProcessIo {
         n = fs.readSync(this.stdinFd!, buf, 0, buf.length, null);
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
-        if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK') this.log.warn({ err: errorMessage(e) }, 'draining stdin');
+        if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK')
+          this.log.warn({ err: errorMessage(e) }, 'draining stdin');
         return;
       }
       if (n <= 0) return;
@@ -234,7 +241,11 @@ export class ProcessIo {
     }
   }
 
-  private async pump(name: string, read: (len: number) => Promise<{ data: Uint8Array }>, sink: Sink): Promise<void> {
+  private async pump(
+    name: string,
+    read: (len: number) => Promise<{ data: Uint8Array }>,
+    sink: Sink,
+  ): Promise<void> {
     let bytes = 0;
     try {
       for (;;) {
@@ -254,7 +265,9 @@ export class ProcessIo {
         await sink.write(data);
       }
     } finally {
-      await sink.close().catch((e: unknown) => this.log.warn({ stream: name, err: errorMessage(e) }, 'closing output'));
+      await sink
+        .close()
+        .catch((e: unknown) => this.log.warn({ stream: name, err: errorMessage(e) }, 'closing output'));
     }
   }
 }

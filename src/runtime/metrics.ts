@@ -2,13 +2,13 @@
 // the Any the Stats RPC returns, type URL io.containerd.cgroups.v1.Metrics).
 import { type MessageInitShape, create, toBinary } from '@bufbuild/protobuf';
 import { type Any, AnySchema } from '@bufbuild/protobuf/wkt';
+import type { BlkioStatsEntry, StatsContainerResponse } from '../protocols/gen/agent_pb.js';
 import {
   type BlkIOEntrySchema,
   MemoryStatSchema,
   type Metrics,
   MetricsSchema,
 } from '../protocols/gen/github.com/containerd/cgroups/stats/v1/metrics_pb.js';
-import type { BlkioStatsEntry, StatsContainerResponse } from '../protocols/gen/agent_pb.js';
 
 export const METRICS_V1_TYPE_URL = 'io.containerd.cgroups.v1.Metrics';
 
@@ -94,5 +94,8 @@ export function toMetrics(stats: StatsContainerResponse): Metrics {
 }
 
 export function metricsAny(stats: StatsContainerResponse): Any {
-  return create(AnySchema, { typeUrl: METRICS_V1_TYPE_URL, value: toBinary(MetricsSchema, toMetrics(stats)) });
+  return create(AnySchema, {
+    typeUrl: METRICS_V1_TYPE_URL,
+    value: toBinary(MetricsSchema, toMetrics(stats)),
+  });
 }

@@ -2,13 +2,13 @@
 // messages. The proto keeps Go's field names (Version, Process, UIDMappings, ...), so keys are matched
 // case-insensitively against the descriptor; only `ociVersion` is renamed.
 import {
-  create,
   type DescField,
   type DescMessage,
-  fromJson,
   type JsonObject,
   type JsonValue,
   type MessageShape,
+  create,
+  fromJson,
 } from '@bufbuild/protobuf';
 import {
   type LinuxResources,
@@ -127,7 +127,7 @@ export function sanitizeForGuest(spec: OciSpec, opts: { disableGuestSeccomp: boo
         .filter((ns) => ns.type !== 'network')
         .map((ns) => ({ type: ns.type }));
     }
-    if (opts.disableGuestSeccomp) delete out.linux.seccomp;
+    if (opts.disableGuestSeccomp) out.linux.seccomp = undefined;
   }
   return out;
 }

@@ -79,7 +79,10 @@ export class ContainerProcess {
     try {
       status = (await agent.waitProcess({ containerId: this.containerId, execId: this.execId })).status;
     } catch (e) {
-      this.log.warn({ exec_id: this.execId, err: errorMessage(e) }, 'WaitProcess failed; exit status unknown');
+      this.log.warn(
+        { exec_id: this.execId, err: errorMessage(e) },
+        'WaitProcess failed; exit status unknown',
+      );
     }
     // containerd's Wait must not return before the output reached the FIFOs.
     if (this.io) {
@@ -92,7 +95,11 @@ export class ContainerProcess {
         }),
       ]);
       clearTimeout(timer);
-      if (late) this.log.warn({ exec_id: this.execId }, 'output still open after the process exited; not waiting longer');
+      if (late)
+        this.log.warn(
+          { exec_id: this.execId },
+          'output still open after the process exited; not waiting longer',
+        );
     }
     this.markExited(status < 0 ? UNKNOWN_EXIT_STATUS : status, onExit);
   }

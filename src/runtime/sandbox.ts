@@ -86,7 +86,10 @@ export class Sandbox {
 
   private get agent(): AgentClient {
     if (!this.conn || this.status !== 'running') {
-      throw new RuntimeError('FailedPrecondition', `sandbox ${this.id} is ${this.status}; its agent cannot be reached`);
+      throw new RuntimeError(
+        'FailedPrecondition',
+        `sandbox ${this.id} is ${this.status}; its agent cannot be reached`,
+      );
     }
     return this.conn.agent;
   }
@@ -97,7 +100,9 @@ export class Sandbox {
       await sb.boot();
     } catch (e) {
       sb.log.error({ err: errorMessage(e) }, 'sandbox start failed; cleaning up');
-      await sb.stop().catch((err: unknown) => sb.log.error({ err: errorMessage(err) }, 'cleanup after failed start'));
+      await sb
+        .stop()
+        .catch((err: unknown) => sb.log.error({ err: errorMessage(err) }, 'cleanup after failed start'));
       throw withContext(e, `starting sandbox ${o.id}`);
     }
     return sb;
@@ -120,7 +125,8 @@ export class Sandbox {
     const kernelParams: string[] = [];
     if (config.agent.enable_debug) kernelParams.push('agent.log=debug');
     if (config.agent.debug_console_enabled) kernelParams.push('agent.debug_console');
-    if (config.agent.container_pipe_size > 0) kernelParams.push(`agent.container_pipe_size=${config.agent.container_pipe_size}`);
+    if (config.agent.container_pipe_size > 0)
+      kernelParams.push(`agent.container_pipe_size=${config.agent.container_pipe_size}`);
 
     this.hv = deps.createHypervisor(config, this.log);
     await this.hv.prepareVm({
@@ -130,7 +136,9 @@ export class Sandbox {
       maxVcpus: Math.max(vcpus, q.default_maxvcpus || vcpus),
       memoryMiB,
       maxMemoryMiB: Math.max(memoryMiB, q.default_maxmemory || memoryMiB),
-      devices: [{ kind: 'virtio-fs', id: 'kata-shared', tag: 'kataShared', sharedDir: this.fs.hostSharedDir }],
+      devices: [
+        { kind: 'virtio-fs', id: 'kata-shared', tag: 'kataShared', sharedDir: this.fs.hostSharedDir },
+      ],
       kernelParams,
     });
     await this.hv.startVm(VM_START_TIMEOUT_MS);
@@ -171,7 +179,8 @@ export class Sandbox {
   }
 
   async createContainer(req: CreateContainerRequest): Promise<Container> {
-    if (this.containers.has(req.id)) throw alreadyExists(`container ${req.id} already exists in sandbox ${this.id}`);
+    if (this.containers.has(req.id))
+      throw alreadyExists(`container ${req.id} already exists in sandbox ${this.id}`);
     const agent = this.agent;
     const log = this.log.child({ container_id: req.id });
     const c = new Container(req.id, req.bundle, req.spec, req.rootfs, req.stdio, log);
@@ -191,7 +200,13 @@ export class Sandbox {
       });
       const timeoutMs = (this.config.agent.create_container_timeout || 60) * 1000;
       await agent.createContainer(
-        { containerId: req.id, execId: '', storages: prepared.storages, OCI: toGrpcSpec(guestSpec), sandboxPidns: false },
+        {
+          containerId: req.id,
+          execId: '',
+          storages: prepared.storages,
+          OCI: toGrpcSpec(guestSpec),
+          sandboxPidns: false,
+        },
         { timeoutMs },
       );
       c.init.pid = this.pid;
@@ -200,8 +215,9 @@ export class Sandbox {
       this.containers.delete(req.id);
       await c.init.release();
       if (c.rootfsMounted) {
-        await this.fs!.releaseContainer(req.id, { bundle: req.bundle, rootfsMounted: true }).catch((err: unknown) =>
-          log.error({ err: errorMessage(err) }, 'releasing the rootfs after a failed create'),
+        await this.fs!.releaseContainer(req.id, { bundle: req.bundle, rootfsMounted: true }).catch(
+          (err: unknown) =>
+            log.error({ err: errorMessage(err) }, 'releasing the rootfs after a failed create'),
         );
       }
       this.persistSoon();
@@ -254,7 +270,8 @@ export class Sandbox {
 
   async stats(containerId: string): Promise<StatsContainerResponse> {
     const c = this.container(containerId);
-    if (c.status === 'stopped') throw new RuntimeError('FailedPrecondition', `container ${containerId} is stopped`);
+    if (c.status === 'stopped')
+      throw new RuntimeError('FailedPrecondition', `container ${containerId} is stopped`);
     return this.agent.statsContainer({ containerId });
   }
 
@@ -267,7 +284,10 @@ export class Sandbox {
     if (execId) return c.deleteExec(execId);
     const status = c.status;
     if (status === 'running' || status === 'paused') {
-      throw new RuntimeError('FailedPrecondition', `container ${containerId} is ${status}; kill it before deleting`);
+      throw new RuntimeError(
+        'FailedPrecondition',
+        `container ${containerId} is ${status}; kill it before deleting`,
+      );
     }
     const log = this.log.child({ container_id: containerId });
     if (this.status === 'running') {
@@ -348,7 +368,9 @@ export class Sandbox {
   private onVmExit(exit: VmExit): void {
     if (this.status !== 'running') return;
     this.log.error({ reason: exit.reason, stderr: exit.stderrTail }, 'the VM exited unexpectedly');
-    void this.stop().catch((e: unknown) => this.log.error({ err: errorMessage(e) }, 'cleanup after the VM died'));
+    void this.stop().catch((e: unknown) =>
+      this.log.error({ err: errorMessage(e) }, 'cleanup after the VM died'),
+    );
   }
 
   private async watchOom(): Promise<void> {
@@ -387,7 +409,11 @@ export class Sandbox {
       },
       vm,
       shimPid: process.pid,
-      containers: [...this.containers.values()].map((c) => ({ id: c.id, bundle: c.bundle, rootfsMounted: c.rootfsMounted })),
+      containers: [...this.containers.values()].map((c) => ({
+        id: c.id,
+        bundle: c.bundle,
+        rootfsMounted: c.rootfsMounted,
+      })),
       sharedFsRoot: this.fs?.hostSharedDir,
       createdAt: this.createdAt,
       state,

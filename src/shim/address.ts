@@ -8,7 +8,10 @@ import path from 'node:path';
 export const SOCKET_ROOT = '/run/containerd/s';
 
 export function socketAddress(containerdAddress: string, namespace: string, groupId: string): string {
-  const digest = crypto.createHash('sha256').update(path.join(containerdAddress, namespace, groupId)).digest('hex');
+  const digest = crypto
+    .createHash('sha256')
+    .update(path.join(containerdAddress, namespace, groupId))
+    .digest('hex');
   return `unix://${path.join(SOCKET_ROOT, digest)}`;
 }
 

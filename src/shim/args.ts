@@ -78,7 +78,8 @@ const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/;
 
 export function validateArgs(args: ShimArgs, needBundle: boolean): void {
   const missing = (['id', 'namespace'] as const).filter((k) => !args[k]);
-  if (missing.length) throw new ArgsError(`missing required flag(s): ${missing.map((m) => `-${m}`).join(', ')}`);
+  if (missing.length)
+    throw new ArgsError(`missing required flag(s): ${missing.map((m) => `-${m}`).join(', ')}`);
   if (!ID_RE.test(args.id)) throw new ArgsError(`invalid id ${JSON.stringify(args.id)}`);
   if (!ID_RE.test(args.namespace)) throw new ArgsError(`invalid namespace ${JSON.stringify(args.namespace)}`);
   if (needBundle && !args.bundle) throw new ArgsError('missing required flag -bundle');

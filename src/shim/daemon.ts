@@ -81,6 +81,9 @@ export async function runDaemon(args: ShimArgs, log: Logger): Promise<void> {
     stopAndExit('uncaught exception', 1);
   });
   process.on('unhandledRejection', (e) => {
-    log.error({ err: e instanceof Error ? (e.stack ?? e.message) : String(e) }, 'unhandled promise rejection');
+    log.error(
+      { err: e instanceof Error ? (e.stack ?? e.message) : String(e) },
+      'unhandled promise rejection',
+    );
   });
 }

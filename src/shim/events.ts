@@ -91,7 +91,10 @@ export class EventPublisher implements Publisher {
             this.log.error({ topic: item.topic, err: (e as Error).message }, 'dropping event after retries');
             this.queue.shift();
           } else {
-            this.log.warn({ topic: item.topic, err: (e as Error).message, attempt: item.attempts }, 'forward event failed');
+            this.log.warn(
+              { topic: item.topic, err: (e as Error).message, attempt: item.attempts },
+              'forward event failed',
+            );
             await new Promise((r) => setTimeout(r, 200 * item.attempts));
           }
         }
@@ -105,7 +108,10 @@ export class EventPublisher implements Publisher {
   private async forward(item: Item): Promise<void> {
     if (!this.client || this.client.closed) {
       const path = this.address.replace(/^unix:\/\//, '');
-      this.client = await TtrpcClient.connect(path, { timeoutMs: FORWARD_TIMEOUT_MS, peer: `containerd events (${path})` });
+      this.client = await TtrpcClient.connect(path, {
+        timeoutMs: FORWARD_TIMEOUT_MS,
+        peer: `containerd events (${path})`,
+      });
       this.events = createClient(Events, this.client);
     }
     await this.events!.forward(

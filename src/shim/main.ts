@@ -17,7 +17,9 @@ async function main(): Promise<number> {
     return 2;
   }
   if (args.version) {
-    process.stdout.write(`containerd-shim-kata-v2 (kata-ts):\n  Version: ${VERSION}\n  Node.js: ${process.version}\n`);
+    process.stdout.write(
+      `containerd-shim-kata-v2 (kata-ts):\n  Version: ${VERSION}\n  Node.js: ${process.version}\n`,
+    );
     return 0;
   }
   if (args.debug) setLogLevel('debug');

@@ -6,7 +6,15 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from '../common/log.js';
-import { SOCKET_ROOT, canConnect, isAbstract, removeSocket, socketAddress, socketPath, writeFileAtomic } from './address.js';
+import {
+  SOCKET_ROOT,
+  canConnect,
+  isAbstract,
+  removeSocket,
+  socketAddress,
+  socketPath,
+  writeFileAtomic,
+} from './address.js';
 import type { ShimArgs } from './args.js';
 
 /** Kubernetes CRI annotations that put a container in a pod (containerd's CRI plugin sets them). */
@@ -63,7 +71,9 @@ export async function runStart(args: ShimArgs, log: Logger, logFd: number | unde
   const address = socketAddress(args.address, args.namespace, group);
   if (group !== args.id) {
     if (!(await canConnect(address, 2000))) {
-      throw new Error(`the shim of sandbox ${group} is not running (no answer on ${address}); create the sandbox first`);
+      throw new Error(
+        `the shim of sandbox ${group} is not running (no answer on ${address}); create the sandbox first`,
+      );
     }
     writeFileAtomic(path.join(bundle, 'address'), address);
     log.info({ container_id: args.id, sandbox_id: group, address }, 'container joins its sandbox shim');

@@ -19,9 +19,9 @@ import {
 import { Status } from '../protocols/gen/github.com/containerd/containerd/api/types/task/task_pb.js';
 import { OptionsSchema } from '../protocols/gen/github.com/containerd/containerd/pkg/runtimeoptions/v1/api_pb.js';
 import type { Task } from '../protocols/gen/github.com/containerd/containerd/runtime/v2/task/shim_pb.js';
-import { Code, TtrpcError, type ServiceImpl } from '../protocols/ttrpc/index.js';
+import { Code, type ServiceImpl, TtrpcError } from '../protocols/ttrpc/index.js';
 import type { RuntimeDeps } from '../runtime/deps.js';
-import { RuntimeError, type ErrorKind } from '../runtime/errors.js';
+import { type ErrorKind, RuntimeError } from '../runtime/errors.js';
 import { metricsAny } from '../runtime/metrics.js';
 import type { OciProcess, OciResources, OciSpec } from '../runtime/oci.js';
 import type { ContainerProcess, ExitInfo } from '../runtime/process.js';
@@ -78,7 +78,10 @@ function readBundleSpec(bundle: string): OciSpec {
   try {
     return JSON.parse(text) as OciSpec;
   } catch (e) {
-    throw new RuntimeError('InvalidArgument', `the OCI spec ${file} is not valid JSON: ${(e as Error).message}`);
+    throw new RuntimeError(
+      'InvalidArgument',
+      `the OCI spec ${file} is not valid JSON: ${(e as Error).message}`,
+    );
   }
 }
 
@@ -88,7 +91,10 @@ export function configPathOf(options: Any | undefined): string | undefined {
   try {
     return fromBinary(OptionsSchema, options.value).configPath || undefined;
   } catch (e) {
-    throw new RuntimeError('InvalidArgument', `runtime options (${options.typeUrl}) are malformed: ${(e as Error).message}`);
+    throw new RuntimeError(
+      'InvalidArgument',
+      `runtime options (${options.typeUrl}) are malformed: ${(e as Error).message}`,
+    );
   }
 }
 
@@ -135,13 +141,18 @@ export function createTaskService(o: TaskServiceOptions): TaskServiceHandle {
   });
 
   /** Runs one RPC: logs it, maps its error to a status code. */
-  const rpc = async <T>(method: string, fields: Record<string, unknown>, fn: () => Promise<T> | T): Promise<T> => {
+  const rpc = async <T>(
+    method: string,
+    fields: Record<string, unknown>,
+    fn: () => Promise<T> | T,
+  ): Promise<T> => {
     log.debug({ method, ...fields }, 'task rpc');
     try {
       return await fn();
     } catch (e) {
       const err = toTtrpcError(e);
-      const level = err.code === Code.NotFound || err.code === Code.FailedPrecondition ? 'info' : 'error';
+      const expected = [Code.NotFound, Code.FailedPrecondition, Code.AlreadyExists, Code.Unimplemented];
+      const level = expected.includes(err.code) ? 'info' : 'error';
       log[level]({ method, ...fields, code: Code[err.code], err: err.message }, 'task rpc failed');
       throw err;
     }
@@ -150,13 +161,19 @@ export function createTaskService(o: TaskServiceOptions): TaskServiceHandle {
   const impl: ServiceImpl<typeof Task> = {
     create: (r) =>
       rpc('Create', { id: r.id }, async () => {
-        if (r.checkpoint || r.parentCheckpoint) throw new RuntimeError('Unimplemented', 'checkpoint/restore is not supported');
+        if (r.checkpoint || r.parentCheckpoint)
+          throw new RuntimeError('Unimplemented', 'checkpoint/restore is not supported');
         const spec = readBundleSpec(r.bundle);
         const { pid } = await runtime.create({
           id: r.id,
           bundle: r.bundle,
           spec,
-          rootfs: r.rootfs.map((m) => ({ type: m.type, source: m.source, target: m.target, options: m.options })),
+          rootfs: r.rootfs.map((m) => ({
+            type: m.type,
+            source: m.source,
+            target: m.target,
+            options: m.options,
+          })),
           stdio: { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
           configPath: configPathOf(r.options),
         });
@@ -175,7 +192,11 @@ export function createTaskService(o: TaskServiceOptions): TaskServiceHandle {
       rpc('Start', { id: r.id, exec_id: r.execId }, async () => {
         const p = await runtime.start(r.id, r.execId);
         if (r.execId) {
-          publisher.publish(TOPICS.execStarted, TaskExecStartedSchema, { containerId: r.id, execId: r.execId, pid: p.pid });
+          publisher.publish(TOPICS.execStarted, TaskExecStartedSchema, {
+            containerId: r.id,
+            execId: r.execId,
+            pid: p.pid,
+          });
         } else {
           publisher.publish(TOPICS.start, TaskStartSchema, { containerId: r.id, pid: p.pid });
         }
@@ -200,7 +221,12 @@ export function createTaskService(o: TaskServiceOptions): TaskServiceHandle {
     exec: (r) =>
       rpc('Exec', { id: r.id, exec_id: r.execId }, () => {
         const spec = jsonAny<OciProcess>(r.spec, `the process spec of exec ${r.execId}`);
-        runtime.exec(r.id, r.execId, spec, { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal });
+        runtime.exec(r.id, r.execId, spec, {
+          stdin: r.stdin,
+          stdout: r.stdout,
+          stderr: r.stderr,
+          terminal: r.terminal,
+        });
         publisher.publish(TOPICS.execAdded, TaskExecAddedSchema, { containerId: r.id, execId: r.execId });
         return {};
       }),
@@ -279,11 +305,14 @@ export function createTaskService(o: TaskServiceOptions): TaskServiceHandle {
         return { exitStatus: e.exitStatus, exitedAt: timestampFromDate(e.exitedAt) };
       }),
 
-    stats: (r) =>
-      rpc('Stats', { id: r.id }, async () => ({ stats: metricsAny(await runtime.stats(r.id)) })),
+    stats: (r) => rpc('Stats', { id: r.id }, async () => ({ stats: metricsAny(await runtime.stats(r.id)) })),
 
     connect: (r) =>
-      rpc('Connect', { id: r.id }, () => ({ shimPid: process.pid, taskPid: runtime.containerPid(r.id), version: '' })),
+      rpc('Connect', { id: r.id }, () => ({
+        shimPid: process.pid,
+        taskPid: runtime.containerPid(r.id),
+        version: '',
+      })),
 
     shutdown: (r) =>
       rpc('Shutdown', { id: r.id, now: r.now }, async () => {
