@@ -113,7 +113,7 @@ async function main(): Promise<void> {
   if (mode === 'serve') return serveMode(socket!);
   if (mode === 'client') return clientMode(socket!, Number(callsArg), Number(concArg));
   const { values } = parseArgs({
-    options: { calls: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '5' } },
+    options: { calls: { type: 'string', default: '50000' }, rounds: { type: 'string', default: '3' } },
   });
   const calls = Number(values.calls);
   const rounds = Number(values.rounds);

@@ -211,6 +211,7 @@ describe('ttrpc calls', () => {
     await done;
     for (let i = 0; i < 50 && !conn.closed; i++) await sleep(10);
     expect(conn.closed).toBe(true);
+    expect(fs.existsSync(p)).toBe(false);
     await expect(TtrpcClient.connect(p)).rejects.toMatchObject({ code: Code.Unavailable });
   });
 
@@ -229,14 +230,14 @@ describe('ttrpc calls', () => {
     const down = path.join(dir, `down${n++}`);
     execFileSync('mkfifo', [up, down]);
     // r+ opens a FIFO without waiting for the other end.
-    const serverSide = Duplex.from({
-      readable: fs.createReadStream(up, { flags: 'r+' }),
-      writable: fs.createWriteStream(down, { flags: 'r+' }),
-    });
-    const clientSide = Duplex.from({
-      readable: fs.createReadStream(down, { flags: 'r+' }),
-      writable: fs.createWriteStream(up, { flags: 'r+' }),
-    });
+    const files = [
+      fs.createReadStream(up, { flags: 'r+' }),
+      fs.createWriteStream(down, { flags: 'r+' }),
+      fs.createReadStream(down, { flags: 'r+' }),
+      fs.createWriteStream(up, { flags: 'r+' }),
+    ] as const;
+    const serverSide = Duplex.from({ readable: files[0], writable: files[1] });
+    const clientSide = Duplex.from({ readable: files[2], writable: files[3] });
     const server = new TtrpcServer().register(Health, { check: (r) => ({ status: r.service.length }) });
     servers.push(server);
     server.serve(serverSide);
@@ -247,6 +248,18 @@ describe('ttrpc calls', () => {
     expect(got.map((r) => r.status)).toEqual([1, 2, 3]);
     conn.close();
     server.close();
+    // A read blocked on a FIFO holds its fd (and a libuv thread) until data comes: feed each one a byte.
+    for (const fifo of [up, down]) {
+      const fd = fs.openSync(fifo, 'r+');
+      fs.writeSync(fd, 'x');
+      fs.closeSync(fd);
+    }
+    // (Destroying the duplex destroys these with an AbortError; only their closing matters here.)
+    await Promise.all(
+      files.map((f: NodeJS.EventEmitter & { closed: boolean }) =>
+        f.closed ? undefined : new Promise((r) => f.once('close', r)),
+      ),
+    );
   });
 });
 

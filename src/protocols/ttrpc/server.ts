@@ -204,6 +204,7 @@ export class ServerConnection {
   private readonly calls = new Set<InboundCall>();
   private closing = false;
   private peerEnded = false;
+  private throttled = false;
 
   constructor(
     private readonly stream: Duplex,
@@ -394,5 +395,15 @@ export class ServerConnection {
   ): void {
     if (this.stream.destroyed || this.stream.writableEnded) return;
     this.writer.write(encodeResponseFrame(streamId, code, message, payload));
+    // A client that sends without reading would make us queue answers without bound: stop reading its
+    // requests until it catches up, as the blocking write in containerd/ttrpc does.
+    if (this.stream.writableNeedDrain && !this.throttled) {
+      this.throttled = true;
+      this.stream.pause();
+      this.stream.once('drain', () => {
+        this.throttled = false;
+        this.stream.resume();
+      });
+    }
   }
 }
