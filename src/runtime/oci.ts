@@ -1,23 +1,13 @@
 // OCI runtime-spec JSON (what containerd writes to config.json and sends in Exec/Update) → Kata's grpc.Spec
-// messages. The proto keeps Go's field names (Version, Process, UIDMappings, ...), so keys are matched
-// case-insensitively against the descriptor; only `ociVersion` is renamed.
-import {
-  type DescField,
-  type DescMessage,
-  type JsonObject,
-  type JsonValue,
-  type MessageShape,
-  create,
-  fromJson,
-} from '@bufbuild/protobuf';
+// messages (with the agent side's converters), and the host-only parts of a spec the guest must not see.
+import { create } from '@bufbuild/protobuf';
 import {
   type LinuxResources,
   LinuxResourcesSchema,
   type Process,
-  ProcessSchema,
   type Spec,
-  SpecSchema,
 } from '../protocols/gen/oci_pb.js';
+import { processToGrpc, resourcesToGrpc, specToGrpc } from '../protocols/oci-spec.js';
 
 /** The parts of an OCI spec the runtime reads; everything else is passed through untyped. */
 export interface OciSpec {
@@ -54,61 +44,29 @@ export interface OciResources {
   [k: string]: unknown;
 }
 
-const RENAMES: Record<string, string> = { ociversion: 'version' };
+// The agent helper's converters, so both directions (here JSON → grpc, in the guest grpc → JSON) agree.
+type ProtoSpec = Parameters<typeof specToGrpc>[0];
+type ProtoProcess = Parameters<typeof processToGrpc>[0];
+type ProtoResources = Parameters<typeof resourcesToGrpc>[0];
 
-function jsonKeyFor(field: DescField): string {
-  return field.jsonName;
-}
-
-/** Renames the keys of `value` to the JSON names of `desc`'s fields; unknown keys are dropped. */
-function rekey(desc: DescMessage, value: JsonValue): JsonValue {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
-  const byLower = new Map<string, DescField>();
-  for (const f of desc.fields) byLower.set(f.name.toLowerCase(), f);
-  const out: JsonObject = {};
-  for (const [k, v] of Object.entries(value)) {
-    const lower = k.toLowerCase();
-    const field = byLower.get(RENAMES[lower] ?? lower);
-    if (!field || v === null || v === undefined) continue;
-    out[jsonKeyFor(field)] = convertField(field, v);
-  }
-  return out;
-}
-
-function convertField(field: DescField, v: JsonValue): JsonValue {
-  switch (field.fieldKind) {
-    case 'message':
-      return rekey(field.message, v);
-    case 'list':
-      return Array.isArray(v) && field.listKind === 'message' ? v.map((e) => rekey(field.message, e)) : v;
-    case 'map':
-      if (field.mapKind === 'message' && v && typeof v === 'object' && !Array.isArray(v)) {
-        return Object.fromEntries(Object.entries(v).map(([mk, mv]) => [mk, rekey(field.message, mv)]));
-      }
-      return v;
-    default:
-      return v;
-  }
-}
-
-function convert<D extends DescMessage>(desc: D, json: unknown, what: string): MessageShape<D> {
+function convert<T>(what: string, fn: () => T): T {
   try {
-    return fromJson(desc, rekey(desc, (json ?? {}) as JsonValue), { ignoreUnknownFields: true });
+    return fn();
   } catch (e) {
-    throw new Error(`converting the OCI ${what} for the agent: ${(e as Error).message}`);
+    throw new Error(`converting the OCI ${what} for the agent: ${(e as Error).message}`, { cause: e });
   }
 }
 
 export function toGrpcSpec(spec: OciSpec): Spec {
-  return convert(SpecSchema, spec, 'spec');
+  return convert('spec', () => specToGrpc({ ociVersion: '', ...spec } as unknown as ProtoSpec));
 }
 
 export function toGrpcProcess(process: OciProcess): Process {
-  return convert(ProcessSchema, process, 'process');
+  return convert('process', () => processToGrpc(process as unknown as ProtoProcess));
 }
 
 export function toGrpcResources(resources: OciResources): LinuxResources {
-  return convert(LinuxResourcesSchema, resources, 'resources');
+  return convert('resources', () => resourcesToGrpc(resources as unknown as ProtoResources));
 }
 
 export function emptyResources(): LinuxResources {
