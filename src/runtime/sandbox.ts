@@ -66,6 +66,8 @@ export class Sandbox {
   private constructor(private readonly o: SandboxOptions) {
     this.log = o.log;
     this.onExit = (p, e) => {
+      if (p.isInit)
+        phase(this.log.child({ container_id: p.containerId }), 'exit_seen', { exit_status: e.exitStatus });
       this.persistSoon();
       o.events.exit(p, e);
     };

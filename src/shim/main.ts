@@ -23,7 +23,7 @@ async function main(): Promise<number> {
     return 0;
   }
   if (args.debug) setLogLevel('debug');
-  const fields = { sandbox_id: args.id, namespace: args.namespace, pid: process.pid };
+  const fields = { sandbox_id: args.id, namespace: args.namespace };
 
   switch (args.action) {
     case 'start': {

@@ -129,7 +129,7 @@ export async function runStart(args: ShimArgs, log: Logger, logFd: number | unde
   child.unref();
   writeFileAtomic(path.join(bundle, 'shim.pid'), String(child.pid));
   writeFileAtomic(path.join(bundle, 'address'), address);
-  log.info({ pid: child.pid, address }, 'shim daemon started');
+  log.info({ daemon_pid: child.pid, address }, 'shim daemon started');
   // The server is not closed: closing would unlink the socket the daemon now serves. The caller exits.
   return { address, pid: child.pid };
 }

@@ -1,0 +1,258 @@
+// containerd → containerd-shim-kata-v2 → QEMU VM → kata-agent, driven with `ctr` like a user would: one private
+// containerd for the file, busybox imported from a local OCI tar, every container in its own TCG VM.
+// After every test nothing of the sandbox may be left: no QEMU, virtiofsd or shim process, mount or directory.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { KATA_RUNTIME } from '../helpers/containerd.js';
+import { type KataSetup, guestKernelVersion, newId, setupKata, waitNoLeftovers } from './shim-fixtures.js';
+
+let k: KataSetup;
+let used: string[] = [];
+const id = (p: string) => {
+  const i = newId(p);
+  used.push(i);
+  return i;
+};
+
+beforeAll(async () => {
+  k = await setupKata();
+});
+
+afterEach(async () => {
+  const left = await waitNoLeftovers(used);
+  used = [];
+  if (left.length) console.error(k.ctrd.readLog().slice(-20_000));
+  expect(left).toEqual([]);
+});
+
+afterAll(async () => {
+  await k?.close();
+});
+
+/** Fails with containerd's log (where the shim's log lines are) when ctr did not do what was expected. */
+function explain(r: { code: number | null; stdout: string; stderr: string }): string {
+  return `ctr exit ${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}\n--- containerd log ---\n${k.ctrd.readLog().slice(-8000)}`;
+}
+
+describe('ctr run with io.containerd.kata.v2', () => {
+  it('runs in a VM: uname -r is the guest kernel, not the host one', async () => {
+    const r = await k.run(['--rm', k.image, id('uname'), 'uname', '-r']);
+    expect(r.code, explain(r)).toBe(0);
+    const guest = r.stdout.trim();
+    expect(guest).not.toBe(os.release());
+    const want = guestKernelVersion(k.guest);
+    if (want) expect(guest).toBe(want);
+  });
+
+  it('returns the exit code of the process', async () => {
+    const r = await k.run(['--rm', k.image, id('exit'), 'sh', '-c', 'exit 7']);
+    expect(r.code, explain(r)).toBe(7);
+  });
+
+  it('delivers 5,000 lines of stdout in order', async () => {
+    const r = await k.run(['--rm', k.image, id('lines'), 'seq', '1', '5000']);
+    expect(r.code, explain(r)).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines.length).toBe(5000);
+    expect(lines.every((l, i) => l === String(i + 1))).toBe(true);
+  });
+
+  it('passes stdin to the process and ends it on EOF', async () => {
+    const r = await k.run(['--rm', k.image, id('stdin'), 'sh', '-c', 'cat; echo done'], {
+      input: 'hello from the host\n',
+    });
+    expect(r.code, explain(r)).toBe(0);
+    expect(r.stdout).toBe('hello from the host\ndone\n');
+  });
+
+  it('gives a tty with -t', async () => {
+    const cid = id('tty');
+    const ctr = [
+      'ctr',
+      '--address',
+      k.ctrd.socket,
+      '-n',
+      k.ctrd.namespace,
+      'run',
+      '--rm',
+      '-t',
+      '--runtime',
+      KATA_RUNTIME,
+    ];
+    const cmd = [...ctr, k.image, cid, 'sh', '-c', 'tty; [ -t 1 ] && echo IS-A-TTY']
+      .map((a) => `'${a}'`)
+      .join(' ');
+    // ctr -t needs a terminal of its own: script(1) gives it one.
+    const out = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const c = spawn('script', ['-qec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let buf = '';
+      c.stdout.on('data', (d: Buffer) => {
+        buf += d.toString();
+      });
+      c.stderr.on('data', (d: Buffer) => {
+        buf += d.toString();
+      });
+      c.on('close', (code) => resolve({ code, out: buf }));
+    });
+    expect(out.code, out.out).toBe(0);
+    expect(out.out).toMatch(/\/dev\/pts\/\d+/);
+    expect(out.out).toContain('IS-A-TTY');
+  });
+
+  it('applies --env and --cwd', async () => {
+    const r = await k.run([
+      '--rm',
+      '--env',
+      'GREETING=kata',
+      '--cwd',
+      '/tmp',
+      k.image,
+      id('env'),
+      'sh',
+      '-c',
+      'echo $GREETING; pwd',
+    ]);
+    expect(r.code, explain(r)).toBe(0);
+    expect(r.stdout).toBe('kata\n/tmp\n');
+  });
+
+  it('shows a read-only bind mount of a host dir and refuses writes', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-ts-bind-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'hello.txt'), 'from the host\n');
+      const r = await k.run([
+        '--rm',
+        '--mount',
+        `type=bind,src=${dir},dst=/data,options=rbind:ro`,
+        k.image,
+        id('bind'),
+        'sh',
+        '-c',
+        'cat /data/hello.txt; if touch /data/new 2>/dev/null; then echo WRITABLE; else echo REFUSED; fi',
+      ]);
+      expect(r.code, explain(r)).toBe(0);
+      expect(r.stdout).toBe('from the host\nREFUSED\n');
+      expect(fs.existsSync(path.join(dir, 'new'))).toBe(false);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('enforces --memory-limit in the guest cgroup', async () => {
+    const limit = 64 * 1024 * 1024;
+    const cid = id('mem');
+    const r = await k.run([
+      '--rm',
+      '--memory-limit',
+      String(limit),
+      k.image,
+      cid,
+      'sh',
+      '-c',
+      // The limit as the guest cgroup sees it, then an allocation well over it (tail keeps a 200 MiB "line").
+      'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; head -c 200m /dev/zero | tail > /dev/null; echo survived=$?',
+    ]);
+    expect(r.code, explain(r)).toBe(0);
+    const [first, last] = [r.stdout.split('\n')[0], r.stdout.trim().split('\n').pop()];
+    expect(Number(first)).toBe(limit);
+    expect(last).toMatch(/^survived=(137|1)$/); // tail was OOM-killed
+  });
+
+  it('runs detached: exec, ps, pause/resume, metrics, SIGTERM', async () => {
+    const cid = id('detached');
+    const r = await k.run([
+      '-d',
+      k.image,
+      cid,
+      'sh',
+      '-c',
+      'trap "exit 42" TERM; while true; do sleep 1; done',
+    ]);
+    expect(r.code, explain(r)).toBe(0);
+    try {
+      const ex = await k.ctrd.ctr([
+        'task',
+        'exec',
+        '--exec-id',
+        'e1',
+        cid,
+        'sh',
+        '-c',
+        'echo in-exec; exit 5',
+      ]);
+      expect(ex.stdout).toBe('in-exec\n');
+      expect(ex.code).toBe(5);
+
+      const ps = await k.ctrd.ctr(['task', 'ps', cid]);
+      expect(ps.code, explain(ps)).toBe(0);
+      expect(ps.stdout).toMatch(/^\s*\d+/m);
+
+      expect((await k.ctrd.ctr(['task', 'pause', cid])).code).toBe(0);
+      expect((await k.ctrd.ctr(['task', 'ls'])).stdout).toMatch(new RegExp(`${cid}\\s+\\d+\\s+PAUSED`));
+      expect((await k.ctrd.ctr(['task', 'resume', cid])).code).toBe(0);
+      expect((await k.ctrd.ctr(['task', 'ls'])).stdout).toMatch(new RegExp(`${cid}\\s+\\d+\\s+RUNNING`));
+
+      const m = await k.ctrd.ctr(['task', 'metrics', cid]);
+      expect(m.code, explain(m)).toBe(0);
+      expect(m.stdout).toMatch(/memory\.usage_in_bytes\s+\d+/);
+
+      expect((await k.ctrd.ctr(['task', 'kill', '-s', 'SIGTERM', cid])).code).toBe(0);
+      const deadline = Date.now() + 60_000;
+      while (
+        Date.now() < deadline &&
+        !new RegExp(`${cid}\\s+\\d+\\s+STOPPED`).test((await k.ctrd.ctr(['task', 'ls'])).stdout)
+      ) {
+        await new Promise((res) => setTimeout(res, 200));
+      }
+      const del = await k.ctrd.ctr(['task', 'delete', cid]);
+      expect(del.code, explain(del)).toBe(0);
+      expect(del.stderr).toMatch(/exit code 42/);
+    } finally {
+      await k.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', cid]);
+      await k.ctrd.ctr(['task', 'delete', '--force', cid]);
+      await k.ctrd.ctr(['container', 'delete', cid]);
+    }
+  });
+
+  it('runs two sandboxes at once, each in its own VM', async () => {
+    const a = id('two-a');
+    const b = id('two-b');
+    const [ra, rb] = await Promise.all([
+      k.run(['--rm', k.image, a, 'sh', '-c', 'sleep 2; cat /proc/sys/kernel/random/boot_id']),
+      k.run(['--rm', k.image, b, 'sh', '-c', 'sleep 2; cat /proc/sys/kernel/random/boot_id']),
+    ]);
+    expect(ra.code, explain(ra)).toBe(0);
+    expect(rb.code, explain(rb)).toBe(0);
+    // Two kernels booted: two boot ids.
+    expect(ra.stdout.trim()).toMatch(/^[0-9a-f-]{36}$/);
+    expect(ra.stdout.trim()).not.toBe(rb.stdout.trim());
+  });
+
+  it('takes the configuration from --runtime-config-path (guest memory)', async () => {
+    const small = k.writeConfig('small.toml', { 'hypervisor.qemu': { default_memory: 512 } });
+    const big = k.writeConfig('big.toml', { 'hypervisor.qemu': { default_memory: 1536 } });
+    const memTotal = async (conf: string) => {
+      const r = await k.run([
+        '--rm',
+        '--runtime-config-path',
+        conf,
+        k.image,
+        id('meminfo'),
+        'grep',
+        'MemTotal',
+        '/proc/meminfo',
+      ]);
+      expect(r.code, explain(r)).toBe(0);
+      return Number(/MemTotal:\s+(\d+)/.exec(r.stdout)?.[1]) / 1024;
+    };
+    const s = await memTotal(small);
+    const b = await memTotal(big);
+    expect(s).toBeLessThanOrEqual(512);
+    expect(s).toBeGreaterThan(512 * 0.7);
+    expect(b).toBeLessThanOrEqual(1536);
+    expect(b).toBeGreaterThan(1536 * 0.7);
+  });
+});

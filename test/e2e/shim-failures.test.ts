@@ -1,0 +1,67 @@
+// Bad input through containerd: `ctr run` must fail with a message naming the cause, and leave nothing behind.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type KataSetup, newId, setupKata, waitNoLeftovers } from './shim-fixtures.js';
+
+let k: KataSetup;
+let used: string[] = [];
+const id = (p: string) => {
+  const i = newId(p);
+  used.push(i);
+  return i;
+};
+
+beforeAll(async () => {
+  k = await setupKata();
+});
+
+afterEach(async () => {
+  const left = await waitNoLeftovers(used);
+  used = [];
+  expect(left).toEqual([]);
+});
+
+afterAll(async () => {
+  await k?.close();
+});
+
+async function runWith(conf: string, name: string) {
+  const cid = id(name);
+  const r = await k.run(['--rm', '--runtime-config-path', conf, k.image, cid, 'true'], {
+    timeoutMs: 300_000,
+  });
+  // ctr run --rm does not remove the container record when the task could not be created.
+  await k.ctrd.ctr(['container', 'delete', cid]);
+  return r;
+}
+
+describe('ctr run with bad input', () => {
+  it('names a missing kernel', async () => {
+    const conf = k.writeConfig('nokernel.toml', {
+      'hypervisor.qemu': { kernel: '/nonexistent/vmlinuz-kata' },
+    });
+    const r = await runWith(conf, 'nokernel');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('/nonexistent/vmlinuz-kata');
+  });
+
+  it('names the file and line of an invalid configuration', async () => {
+    const conf = k.writeConfig('bad.toml', { 'hypervisor.qemu': { default_vcpus: 'many' } });
+    const r = await runWith(conf, 'badconf');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('bad.toml');
+    expect(r.stderr).toMatch(/default_vcpus/);
+  });
+
+  it('names a configuration file that does not exist', async () => {
+    const r = await runWith('/nonexistent/kata.toml', 'noconf');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('/nonexistent/kata.toml');
+  });
+
+  it('reports QEMU failing to start with what QEMU said', async () => {
+    const conf = k.writeConfig('badqemu.toml', { 'hypervisor.qemu': { machine_type: 'no-such-machine' } });
+    const r = await runWith(conf, 'badqemu');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/no-such-machine|machine/i);
+  });
+});

@@ -1,0 +1,168 @@
+// Shared set-up of the shim e2e tests and the start-up benchmark: the guest image, a Kata configuration.toml for
+// it (TCG: this host's KVM cannot boot a stock kernel), a private containerd with the shim on PATH and the busybox
+// image imported, and a poll for "nothing left on the host".
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { importBusybox } from '../helpers/busybox-image.js';
+import {
+  type Containerd,
+  type CtrOptions,
+  type CtrResult,
+  KATA_RUNTIME,
+  REPO,
+  buildShim,
+  leftovers,
+  startContainerd,
+} from '../helpers/containerd.js';
+
+export interface GuestImage {
+  dir: string;
+  kernel: string;
+  initrd: string;
+  kernelParams?: string | string[];
+}
+
+/** test/helpers/guest-image.ts (the guest image work) builds build/guest once and reuses it. */
+export async function guestImage(): Promise<GuestImage> {
+  // A variable specifier: the helper lands with the image work; until then this fails at run time, not in tsc.
+  const helper = '../helpers/guest-image.js';
+  const mod = (await import(/* @vite-ignore */ helper)) as { ensureGuestImage(): Promise<GuestImage> };
+  return mod.ensureGuestImage();
+}
+
+/** The guest kernel version (from the image's manifest.json), when it says. */
+export function guestKernelVersion(img: GuestImage): string | undefined {
+  try {
+    const m = JSON.parse(fs.readFileSync(path.join(img.dir, 'manifest.json'), 'utf8')) as Record<
+      string,
+      unknown
+    >;
+    const k = m.kernel as Record<string, unknown> | undefined;
+    const v = m.kernelVersion ?? m.kernel_version ?? k?.version;
+    return typeof v === 'string' ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+type TomlValue = string | number | boolean | string[];
+export type ConfigOverrides = Record<string, Record<string, TomlValue>>;
+
+function tomlValue(v: TomlValue): string {
+  if (Array.isArray(v)) return `[${v.map((s) => JSON.stringify(s)).join(', ')}]`;
+  return typeof v === 'string' ? JSON.stringify(v) : String(v);
+}
+
+/** The shipped configuration with keys replaced (or added) per section. */
+export function configText(overrides: ConfigOverrides): string {
+  const base = fs.readFileSync(path.join(REPO, 'config/configuration-qemu.toml'), 'utf8').split('\n');
+  const out: string[] = [];
+  let section = '';
+  const pending = new Map(Object.entries(overrides).map(([s, kv]) => [s, new Map(Object.entries(kv))]));
+  const flush = () => {
+    const left = pending.get(section);
+    if (left) for (const [k, v] of left) out.push(`${k} = ${tomlValue(v)}`);
+    pending.delete(section);
+  };
+  for (const line of base) {
+    const header = /^\s*\[([^\]]+)\]\s*$/.exec(line);
+    if (header) {
+      flush();
+      section = header[1]!;
+      out.push(line);
+      continue;
+    }
+    const kv = /^(\s*)([A-Za-z0-9_]+)\s*=/.exec(line);
+    const want = kv ? pending.get(section)?.get(kv[2]!) : undefined;
+    if (kv && want !== undefined) {
+      out.push(`${kv[1]}${kv[2]} = ${tomlValue(want)}`);
+      pending.get(section)!.delete(kv[2]!);
+    } else {
+      out.push(line);
+    }
+  }
+  flush();
+  for (const [s, kv] of pending) {
+    out.push(`[${s}]`);
+    for (const [k, v] of kv) out.push(`${k} = ${tomlValue(v)}`);
+  }
+  return `${out.join('\n')}\n`;
+}
+
+export interface KataSetup {
+  ctrd: Containerd;
+  image: string;
+  guest: GuestImage;
+  /** The default configuration (KATA_CONF_FILE of containerd). */
+  configPath: string;
+  confDir: string;
+  /** Writes another configuration (the default plus `overrides`) and returns its path. */
+  writeConfig(name: string, overrides: ConfigOverrides): string;
+  /** `ctr run --runtime io.containerd.kata.v2 ...` */
+  run(args: string[], opts?: CtrOptions): Promise<CtrResult>;
+  close(): Promise<void>;
+}
+
+export function baseOverrides(guest: GuestImage): ConfigOverrides {
+  return {
+    'hypervisor.qemu': { kernel: guest.kernel, initrd: guest.initrd, accel: 'tcg', default_memory: 1024 },
+    'agent.kata': { dial_timeout: 90 },
+  };
+}
+
+function merge(a: ConfigOverrides, b: ConfigOverrides): ConfigOverrides {
+  const out: ConfigOverrides = structuredClone(a);
+  for (const [s, kv] of Object.entries(b)) out[s] = { ...(out[s] ?? {}), ...kv };
+  return out;
+}
+
+export async function setupKata(opts: { level?: 'debug' | 'info' } = {}): Promise<KataSetup> {
+  buildShim();
+  const guest = await guestImage();
+  const confDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-ts-conf-'));
+  const writeConfig = (name: string, overrides: ConfigOverrides) => {
+    const file = path.join(confDir, name);
+    fs.writeFileSync(file, configText(merge(baseOverrides(guest), overrides)));
+    return file;
+  };
+  const configPath = writeConfig('configuration.toml', {});
+  const ctrd = await startContainerd({ env: { KATA_CONF_FILE: configPath }, level: opts.level });
+  let image: string;
+  try {
+    image = await importBusybox(ctrd.ctr, ctrd.dir);
+  } catch (e) {
+    await ctrd.stop();
+    throw e;
+  }
+  return {
+    ctrd,
+    image,
+    guest,
+    configPath,
+    confDir,
+    writeConfig,
+    run: (args, o) => ctrd.ctr(['run', '--runtime', KATA_RUNTIME, ...args], o),
+    close: async () => {
+      await ctrd.stop();
+      fs.rmSync(confDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Polls until the sandboxes left nothing on the host (the shim exits a moment after ctr returns). */
+export async function waitNoLeftovers(ids: string[], timeoutMs = 30_000): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs;
+  let left = leftovers(ids);
+  while (left.length > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 200));
+    left = leftovers(ids);
+  }
+  return left;
+}
+
+let seq = 0;
+/** A container id unique to this test run (ids show up in host paths, so they tell tests apart). */
+export function newId(prefix: string): string {
+  return `kts-${prefix}-${process.pid}-${++seq}`;
+}
