@@ -298,7 +298,13 @@ export class TtrpcClient {
       p.reject(new TtrpcError(Code.Unavailable, `${p.what}: ${err.message}`));
     }
     this.pending.clear();
-    for (const l of this.closeListeners.splice(0)) l(err);
+    for (const l of this.closeListeners.splice(0)) {
+      try {
+        l(err);
+      } catch (e) {
+        log.error({ peer: this.peer, err: (e as Error).message }, 'ttrpc onClose listener threw');
+      }
+    }
   }
 }
 
