@@ -33,12 +33,6 @@ export interface PrepareContext {
   log: Logger;
 }
 
-export interface PreparedSpec {
-  spec: OciSpec;
-  /** Pinned bind sources (`/proc/<pid>/fd/N` in the spec): close once crun has created the container. */
-  release(): void;
-}
-
 function isBind(m: OciMount): boolean {
   return m.type === 'bind' || (m.options ?? []).some((o) => o === 'bind' || o === 'rbind');
 }
@@ -59,11 +53,11 @@ export function normalizeCgroupsPath(p: string | undefined, containerId: string)
 }
 
 /**
- * Rewrites the host's spec for this guest: rootfs and bind sources checked (and pinned) under the
+ * Rewrites the host's spec for this guest: rootfs and bind sources checked under the
  * allowed root, namespaces the host cannot meaningfully name replaced by the agent's choice, cgroups
  * path normalized, labels dropped when the guest cannot enforce them.
  */
-export function prepareSpec(input: OciSpec, ctx: PrepareContext): PreparedSpec {
+export function prepareSpec(input: OciSpec, ctx: PrepareContext): OciSpec {
   const spec: OciSpec = structuredClone(input);
   if (!spec.process) throw invalidArgument(`container ${ctx.containerId}: the OCI spec has no process`);
   if (!spec.process.cwd) spec.process.cwd = '/';
@@ -73,43 +67,36 @@ export function prepareSpec(input: OciSpec, ctx: PrepareContext): PreparedSpec {
     throw new SafePathError(`container rootfs ${spec.root.path} is not a directory`);
   spec.root.path = rootfs;
 
-  const pins: { close(): void }[] = [];
-  const release = () => {
-    for (const p of pins.splice(0)) p.close();
-  };
-  try {
-    for (const m of spec.mounts ?? []) {
-      checkContainerPath(m.destination, 'mount destination');
-      if (!isBind(m)) continue;
-      if (!m.source) throw new SafePathError(`bind mount on ${m.destination} has no source`);
-      const pin = pinUnder(ctx.kataRunDir, m.source, `source of the bind mount on ${m.destination}`);
-      pins.push(pin);
-      m.source = pin.procPath;
-    }
-
-    if (!spec.linux) spec.linux = {};
-    const linux = spec.linux;
-    const wanted = new Set((linux.namespaces ?? []).map((n) => n.type));
-    // The guest's network is the sandbox's; host paths of namespaces mean nothing here.
-    const ns: OciNamespace[] = [];
-    for (const type of ['mount', 'ipc', 'uts', 'cgroup', 'user']) {
-      if (type !== 'mount' && !wanted.has(type)) continue;
-      const shared = type === 'ipc' ? ctx.shared.ipc : type === 'uts' ? ctx.shared.uts : undefined;
-      ns.push(shared ? { type, path: shared } : { type });
-    }
-    ns.push(ctx.shared.pid ? { type: 'pid', path: ctx.shared.pid } : { type: 'pid' });
-    linux.namespaces = ns;
-    linux.cgroupsPath = normalizeCgroupsPath(linux.cgroupsPath, ctx.containerId);
-    if (!ctx.apparmor) spec.process.apparmorProfile = undefined;
-    if (!ctx.selinux) {
-      spec.process.selinuxLabel = undefined;
-      linux.mountLabel = undefined;
-    }
-  } catch (e) {
-    release();
-    throw e;
+  for (const m of spec.mounts ?? []) {
+    checkContainerPath(m.destination, 'mount destination');
+    if (!isBind(m)) continue;
+    if (!m.source) throw new SafePathError(`bind mount on ${m.destination} has no source`);
+    // The kernel's own view of the opened source decides; crun gets the physical path (it cannot
+    // bind a /proc/<pid>/fd path: that mount lives in the agent's mount namespace, not crun's).
+    const pin = pinUnder(ctx.kataRunDir, m.source, `source of the bind mount on ${m.destination}`);
+    m.source = pin.realPath;
+    pin.close();
   }
-  return { spec, release };
+
+  if (!spec.linux) spec.linux = {};
+  const linux = spec.linux;
+  const wanted = new Set((linux.namespaces ?? []).map((n) => n.type));
+  // The guest's network is the sandbox's; host paths of namespaces mean nothing here.
+  const ns: OciNamespace[] = [];
+  for (const type of ['mount', 'ipc', 'uts', 'cgroup', 'user']) {
+    if (type !== 'mount' && !wanted.has(type)) continue;
+    const shared = type === 'ipc' ? ctx.shared.ipc : type === 'uts' ? ctx.shared.uts : undefined;
+    ns.push(shared ? { type, path: shared } : { type });
+  }
+  ns.push(ctx.shared.pid ? { type: 'pid', path: ctx.shared.pid } : { type: 'pid' });
+  linux.namespaces = ns;
+  linux.cgroupsPath = normalizeCgroupsPath(linux.cgroupsPath, ctx.containerId);
+  if (!ctx.apparmor) spec.process.apparmorProfile = undefined;
+  if (!ctx.selinux) {
+    spec.process.selinuxLabel = undefined;
+    linux.mountLabel = undefined;
+  }
+  return spec;
 }
 
 /** Points the spec's devices at the guest's device nodes for devices the host hotplugged. */

@@ -267,7 +267,9 @@ export class Network {
    */
   async updateRoutes(routes: readonly Route[]): Promise<MessageInitShape<typeof RouteSchema>[]> {
     for (const r of routes) {
-      if (r.dest) checkIp(r.dest.split('/')[0]!, 'route destination');
+      if (r.dest && !/^[0-9a-fA-F.:]+(\/\d{1,3})?$/.test(r.dest)) {
+        throw invalidArgument(`route destination ${JSON.stringify(r.dest)} is not an address or prefix`);
+      }
       if (r.gateway) checkIp(r.gateway, 'route gateway');
       if (r.source) checkIp(r.source, 'route source');
       if (r.device && !NAME_RE.test(r.device))

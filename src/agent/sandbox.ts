@@ -105,7 +105,7 @@ export class Sandbox {
               pid: usePidns ? `/proc/${holder.pid}/ns/pid` : undefined,
             }
           : {};
-        const prepared = prepareSpec(raw, {
+        const spec = prepareSpec(raw, {
           containerId: cid,
           kataRunDir: this.deps.kataRunDir,
           shared,
@@ -113,19 +113,12 @@ export class Sandbox {
           selinux: this.selinux,
           log,
         });
-        try {
-          applyDevices(prepared.spec, req.devices, log);
-          const bundle = path.join(this.deps.stateDir, 'containers', cid);
-          const c = await Container.create(cid, bundle, prepared.spec, storages, {
-            crun: this.deps.crun,
-            log,
-          });
-          this.containers.set(cid, c);
-          if (!holder) this.nsHolder = c.init;
-          log.info({ pid: c.init.pid, bundle }, 'container created');
-        } finally {
-          prepared.release();
-        }
+        applyDevices(spec, req.devices, log);
+        const bundle = path.join(this.deps.stateDir, 'containers', cid);
+        const c = await Container.create(cid, bundle, spec, storages, { crun: this.deps.crun, log });
+        this.containers.set(cid, c);
+        if (!holder) this.nsHolder = c.init;
+        log.info({ pid: c.init.pid, bundle }, 'container created');
       } catch (e) {
         this.deps.storage.release(storages);
         throw e;

@@ -77,13 +77,7 @@ export class StorageManager {
       } catch (err) {
         this.opts.log.error({ err, mountPoint: mp }, 'unmounting storage failed');
       }
-      for (const d of [...e.createdDirs].reverse()) {
-        try {
-          fs.rmdirSync(d);
-        } catch {
-          break; // not empty or busy: leave it and its parents
-        }
-      }
+      removeDirs(e.createdDirs);
     }
   }
 
@@ -118,7 +112,7 @@ export class StorageManager {
     try {
       await this.setUp(s, mp, entry);
     } catch (e) {
-      for (const d of [...created].reverse()) fs.rmSync(d, { recursive: false, force: true });
+      removeDirs(created);
       throw e;
     }
     this.entries.set(mp, entry);
@@ -210,6 +204,17 @@ export class StorageManager {
       `block device at PCI path ${source}`,
     );
     return `/dev/${name}`;
+  }
+}
+
+/** Removes directories we created, innermost first; stops at one that is not empty or busy. */
+function removeDirs(dirs: readonly string[]): void {
+  for (const d of [...dirs].reverse()) {
+    try {
+      fs.rmdirSync(d);
+    } catch {
+      return;
+    }
   }
 }
 

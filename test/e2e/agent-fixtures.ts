@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startReaper } from '../../src/agent/reaper.js';
-import { type AgentServices, createAgentService } from '../../src/agent/service.js';
+import { type AgentServiceOptions, type AgentServices, createAgentService } from '../../src/agent/service.js';
 import { AgentService } from '../../src/protocols/gen/agent_pb.js';
 import { Health } from '../../src/protocols/gen/health_pb.js';
 import type { Spec } from '../../src/protocols/gen/oci_pb.js';
@@ -133,7 +133,7 @@ export function busyboxSpec(
   return specToGrpc(spec);
 }
 
-export async function startHostAgent(): Promise<HostAgent> {
+export async function startHostAgent(extra: AgentServiceOptions = {}): Promise<HostAgent> {
   startReaper({ pollMs: 100 });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-agent-'));
   const kataRunDir = path.join(dir, 'run-kata');
@@ -150,6 +150,7 @@ export async function startHostAgent(): Promise<HostAgent> {
     onDestroySandbox: () => {
       env.destroyed = (env.destroyed ?? 0) + 1;
     },
+    ...extra,
   });
   const server = new TtrpcServer().register(AgentService, services.agent).register(Health, services.health);
   const sock = path.join(dir, 'agent.sock');

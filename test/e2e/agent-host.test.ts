@@ -2,7 +2,9 @@
 // real crun, a busybox rootfs, a private cgroup parent. Needs root and crun.
 import fs from 'node:fs';
 import path from 'node:path';
+import { create } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LinuxResourcesSchema } from '../../src/protocols/gen/oci_pb.js';
 import { Code } from '../../src/protocols/ttrpc/index.js';
 import {
   type HostAgent,
@@ -19,8 +21,20 @@ const canRun = process.getuid?.() === 0 && fs.existsSync('/usr/bin/crun');
 describe.skipIf(!canRun)('agent container RPCs on the host (crun)', () => {
   let env: HostAgent;
 
+  let fdsAtStart = 0;
+  // libuv keeps one inotify descriptor for the loop's lifetime once anything is watched: not a leak
+  const openFds = () =>
+    fs.readdirSync('/proc/self/fd').filter((f) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${f}`) !== 'anon_inode:inotify';
+      } catch {
+        return false;
+      }
+    }).length;
+
   beforeAll(async () => {
     env = await startHostAgent();
+    fdsAtStart = openFds();
   });
 
   afterAll(async () => {
@@ -183,6 +197,104 @@ describe.skipIf(!canRun)('agent container RPCs on the host (crun)', () => {
     });
   });
 
+  it('bind-mounts a volume from the share (pinned source) and drains output held open by a background child', async () => {
+    const cid = 'vol1';
+    const vol = path.join(env.sharedDir, `${cid}-data`);
+    fs.mkdirSync(vol, { recursive: true });
+    fs.writeFileSync(path.join(vol, 'msg'), 'from-the-host\n');
+    await env.agent.createContainer({
+      containerId: cid,
+      OCI: busyboxSpec(
+        env,
+        cid,
+        ['sh', '-c', 'cat /data/msg; touch /data/new 2>/dev/null || echo read-only; sleep 1000'],
+        {
+          mounts: [{ destination: '/data', type: 'bind', source: vol, options: ['rbind', 'ro'] }],
+        },
+      ),
+    });
+    await env.agent.startContainer({ containerId: cid });
+    // an exec whose background child keeps stdout open after the exec'd shell exits
+    await env.agent.execProcess({
+      containerId: cid,
+      execId: 'bg',
+      process: { Args: ['sh', '-c', 'sleep 1000 & echo started'], Env: ['PATH=/bin'], Cwd: '/', User: {} },
+    });
+    expect(await readAll(env, 'stdout', cid, 'bg')).toBe('started\n');
+    expect((await env.agent.waitProcess({ containerId: cid, execId: 'bg' })).status).toBe(0);
+    const first = await env.agent.readStdout({ containerId: cid, execId: '', len: 100 });
+    let out = Buffer.from(first.data).toString();
+    while (!out.includes('read-only')) {
+      out += Buffer.from(
+        (await env.agent.readStdout({ containerId: cid, execId: '', len: 100 })).data,
+      ).toString();
+    }
+    expect(out).toBe('from-the-host\nread-only\n');
+    await env.agent.removeContainer({ containerId: cid });
+    expect(processesInCgroup(`${env.cgroupParent}/${cid}`)).toEqual([]);
+  });
+
+  it('reports an OOM kill through GetOOMEvent', async () => {
+    const cid = 'oom1';
+    const spec = busyboxSpec(env, cid, ['sh', '-c', 'tail /dev/zero; sleep 1000']);
+    spec.Linux!.Resources = create(LinuxResourcesSchema, { Memory: { Limit: 24n << 20n } });
+    await env.agent.createContainer({ containerId: cid, OCI: spec });
+    await env.agent.startContainer({ containerId: cid });
+    const ev = await env.agent.getOOMEvent({}, { timeoutMs: 60_000 });
+    expect(ev.containerId).toBe(cid);
+    await env.agent.removeContainer({ containerId: cid });
+  });
+
+  it('runs a container whose init has a terminal', async () => {
+    const cid = 'tty1';
+    const spec = busyboxSpec(env, cid, ['sh', '-c', 'tty; stty size; read line; echo "got $line"; exit 3'], {
+      terminal: true,
+    });
+    spec.Process!.ConsoleSize = { $typeName: 'grpc.Box', Height: 25, Width: 90 };
+    await env.agent.createContainer({ containerId: cid, OCI: spec });
+    await env.agent.startContainer({ containerId: cid });
+    await env.agent.writeStdin({ containerId: cid, execId: '', data: Buffer.from('hi\n') });
+    const out = await readAll(env, 'stdout', cid);
+    expect(out).toMatch(/\/dev\/pts\/0/);
+    expect(out).toContain('25 90');
+    expect(out).toContain('got hi');
+    expect(await readAll(env, 'stderr', cid)).toBe(''); // merged into the terminal
+    expect((await env.agent.waitProcess({ containerId: cid, execId: '' })).status).toBe(3);
+    await env.agent.removeContainer({ containerId: cid });
+  });
+
+  it('fails an exec of a missing program cleanly, and refuses duplicates and execs in stopped containers', async () => {
+    const cid = 'execfail';
+    await env.agent.createContainer({ containerId: cid, OCI: busyboxSpec(env, cid, ['sleep', '1000']) });
+    await env.agent.startContainer({ containerId: cid });
+    const proc = { Args: ['/no/such/program'], Env: ['PATH=/bin'], Cwd: '/', User: {} };
+    await expect(env.agent.execProcess({ containerId: cid, execId: 'x1', process: proc })).rejects.toThrow(
+      /no\/such\/program|not found|No such file/,
+    );
+    await expect(env.agent.waitProcess({ containerId: cid, execId: 'x1' })).rejects.toMatchObject({
+      code: Code.NotFound,
+    });
+    const ok = { Args: ['sleep', '1000'], Env: ['PATH=/bin'], Cwd: '/', User: {} };
+    await env.agent.execProcess({ containerId: cid, execId: 'x2', process: ok });
+    await expect(
+      env.agent.execProcess({ containerId: cid, execId: 'x2', process: ok }),
+    ).rejects.toMatchObject({ code: Code.AlreadyExists });
+    await expect(
+      env.agent.createContainer({ containerId: cid, OCI: busyboxSpec(env, cid, ['true']) }),
+    ).rejects.toMatchObject({
+      code: Code.AlreadyExists,
+    });
+    await env.agent.signalProcess({ containerId: cid, execId: '', signal: 9 });
+    expect((await env.agent.waitProcess({ containerId: cid, execId: '' })).status).toBe(137);
+    expect((await env.agent.waitProcess({ containerId: cid, execId: 'x2' })).status).toBe(137);
+    await expect(
+      env.agent.execProcess({ containerId: cid, execId: 'x3', process: ok }),
+    ).rejects.toMatchObject({
+      code: Code.FailedPrecondition,
+    });
+    await env.agent.removeContainer({ containerId: cid });
+  });
+
   it('answers NotFound for unknown containers and processes', async () => {
     for (const call of [
       () => env.agent.startContainer({ containerId: 'nope' }),
@@ -295,5 +407,11 @@ describe.skipIf(!canRun)('agent container RPCs on the host (crun)', () => {
     expect(processesInCgroup(env.cgroupParent)).toEqual([]);
     expect(mountsUnder(env.dir)).toEqual([]);
     expect(fs.readdirSync(path.join(env.stateDir, 'containers'))).toEqual([]);
+    // every container's cgroup is gone, only the (test's) parent directories remain
+    for (const d of cgroupDirs(env.cgroupParent)) {
+      expect(fs.readdirSync(d, { withFileTypes: true }).filter((e) => e.isDirectory())).toEqual([]);
+    }
+    // no pipe, pty, socket or watch descriptor leaked in the agent (this process)
+    expect(openFds()).toBe(fdsAtStart);
   });
 });
