@@ -103,6 +103,9 @@ export class ProcessIo {
   private stdinSock: net.Socket | undefined;
   private stdinChain: Promise<void> = Promise.resolve();
   private stdinClosed = false;
+  /** CloseIO arrived before the process started. */
+  private closeRequested = false;
+  private stdinFinishing: Promise<void> | undefined;
   /** The stdin socket closes the fd itself once it wraps it. */
   private stdinSockOwnsFd = false;
   private started = false;
@@ -149,7 +152,13 @@ export class ProcessIo {
     if (!this.paths.terminal) {
       this.outputs.push(this.pump('stderr', (len) => agent.readStderr({ ...ids, len }), this.stderrSink));
     }
-    if (this.stdinFd !== undefined && !this.stdinClosed) this.startStdin();
+    if (this.stdinFd === undefined || this.closeRequested) {
+      // No stdin (the process must see EOF, as with runc's /dev/null), or CloseIO came before Start (ctr sends it
+      // as soon as its own stdin ends): forward what the FIFO holds, then close.
+      void this.finishStdin();
+    } else {
+      this.startStdin();
+    }
   }
 
   /** Resolves when every output stream reached EOF and was written to its FIFO. */
@@ -159,24 +168,32 @@ export class ProcessIo {
 
   /** containerd's CloseIO(stdin): forward what is still buffered in the FIFO, then close the process's stdin. */
   async closeStdin(): Promise<void> {
-    if (this.stdinClosed) return;
-    this.stdinClosed = true;
-    this.stdinSock?.pause();
-    await this.stdinChain;
-    if (this.stdinFd !== undefined && this.started) {
-      for (const chunk of this.drainStdinFifo()) await this.forwardStdin(chunk);
+    if (!this.started) {
+      this.closeRequested = true; // done by start()
+      return;
     }
-    this.stdinSock?.destroy();
-    this.stdinSock = undefined;
-    if (this.stdinFd !== undefined && !this.stdinSockOwnsFd) fs.closeSync(this.stdinFd);
-    this.stdinFd = undefined;
-    if (this.started && this.agent) {
+    await this.finishStdin();
+  }
+
+  private finishStdin(): Promise<void> {
+    this.stdinFinishing ??= (async () => {
+      this.stdinClosed = true;
+      this.stdinSock?.pause();
+      await this.stdinChain;
+      if (this.stdinFd !== undefined) {
+        for (const chunk of this.drainStdinFifo()) await this.forwardStdin(chunk);
+      }
+      this.stdinSock?.destroy();
+      this.stdinSock = undefined;
+      if (this.stdinFd !== undefined && !this.stdinSockOwnsFd) fs.closeSync(this.stdinFd);
+      this.stdinFd = undefined;
       try {
-        await this.agent.closeStdin({ containerId: this.containerId, execId: this.execId });
+        await this.agent?.closeStdin({ containerId: this.containerId, execId: this.execId });
       } catch (e) {
         this.log.debug({ err: errorMessage(e) }, 'CloseStdin failed (process gone?)');
       }
-    }
+    })();
+    return this.stdinFinishing;
   }
 
   /** Releases every fd; output loops end on their own when the agent connection goes. */

@@ -187,6 +187,28 @@ describe('Task service over the fake agent', () => {
     expect(await out).toBe('abc\ndef\nend\n');
   });
 
+  it('keeps stdin written before Start when CloseIO also comes before Start (as ctr does)', async () => {
+    const b = bundle('sb1', ['sh', '-c', 'cat; echo end']);
+    const out = readAll(b.stdout);
+    await task.create({ id: 'sb1', bundle: b.dir, stdin: b.stdin, stdout: b.stdout, stderr: b.stderr });
+    const w = await fs.promises.open(b.stdin, 'w');
+    await w.write('early\n');
+    await w.close();
+    await task.closeIO({ id: 'sb1', stdin: true });
+    await task.start({ id: 'sb1' });
+    expect((await task.wait({ id: 'sb1' })).exitStatus).toBe(0);
+    expect(await out).toBe('early\nend\n');
+  });
+
+  it('gives a process without a stdin FIFO an immediate EOF', async () => {
+    const b = bundle('sb1', ['sh', '-c', 'cat; echo eof']);
+    const out = readAll(b.stdout);
+    await task.create({ id: 'sb1', bundle: b.dir, stdin: '', stdout: b.stdout, stderr: '' });
+    await task.start({ id: 'sb1' });
+    expect((await task.wait({ id: 'sb1' })).exitStatus).toBe(0);
+    expect(await out).toBe('eof\n');
+  });
+
   it('execs a process, with containerd semantics for duplicates and deletes', async () => {
     const { out } = await createAndStart('sb1', ['sh', '-c', 'sleep 30']);
     const f = fifos('e1');
