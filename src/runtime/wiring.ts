@@ -28,7 +28,11 @@ export function realDeps(): RuntimeDeps {
     },
     createHypervisor: (config, log) => createHypervisor(config, log),
     sharedFs,
-    connectAgent: (endpoint, opts) => connectAgent(endpoint, opts),
+    connectAgent: (endpoint, opts) =>
+      connectAgent(endpoint, {
+        ...opts,
+        dialVsock: async (cid, port) => (await import('./vsock.js')).dialVsock(cid, port),
+      }),
     saveState: (s) => saveSandboxState(s),
     removeState: (id) => removeSandboxState(id),
   };
