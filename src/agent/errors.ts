@@ -3,6 +3,7 @@
 import { Code, TtrpcError } from '../protocols/ttrpc/index.js';
 import { CrunError } from './crun.js';
 import { SafePathError } from './safe-path.js';
+import { StreamEofError } from './stdio.js';
 import { StorageError } from './storage.js';
 
 export function invalidArgument(message: string): TtrpcError {
@@ -28,6 +29,7 @@ export function toTtrpcError(e: unknown, what: string): TtrpcError {
   if (e instanceof SafePathError || e instanceof StorageError) {
     return new TtrpcError(Code.InvalidArgument, `${what}: ${msg}`);
   }
+  if (e instanceof StreamEofError) return new TtrpcError(Code.OutOfRange, `${what}: ${msg}`);
   if (e instanceof CrunError) return new TtrpcError(Code.Internal, `${what}: ${msg}`);
   return new TtrpcError(Code.Internal, `${what}: ${msg}`);
 }

@@ -84,7 +84,7 @@ export class ContainerProcess {
     this.io.closeStdin();
     const check = () => {
       if (this.destroyed) return;
-      if (this.io.stdout.eofDelivered && this.io.stderr.eofDelivered) {
+      if (this.io.stdout.drained && this.io.stderr.drained) {
         this.destroy();
         onGone();
       }

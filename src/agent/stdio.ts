@@ -27,6 +27,14 @@ interface Waiter {
   onAbort?: () => void;
 }
 
+/** A read after EOF was already reported. */
+export class StreamEofError extends Error {
+  constructor() {
+    super('EOF: the stream is closed and drained');
+    this.name = 'StreamEofError';
+  }
+}
+
 const DEFAULT_HIGH_WATER = 1 << 20;
 const DEFAULT_READ = 32 << 10;
 const MAX_READ = 1 << 20;
@@ -44,7 +52,7 @@ export class OutputStream {
   private readonly low: number;
   private readonly graceMs: number;
   /** True once a reader was told EOF (nothing more will ever come). */
-  eofDelivered = false;
+  private eofReported = false;
   /** Why the source ended abnormally, if it did (EIO on a pty is normal). */
   error: Error | undefined;
 
@@ -56,7 +64,7 @@ export class OutputStream {
     this.low = opts.lowWater ?? Math.floor(this.high / 2);
     this.graceMs = opts.exitGraceMs ?? 500;
     if (!source) {
-      this.ended = true;
+      this.ended = true; // nothing will ever come (a terminal's stderr)
       return;
     }
     source.on('data', (c: Buffer) => this.onData(c));
@@ -69,6 +77,14 @@ export class OutputStream {
     });
   }
 
+  /**
+   * Whether the host has everything: EOF was reported (or there never was a source). Used to decide
+   * when a finished process's streams can be released.
+   */
+  get drained(): boolean {
+    return this.ended && this.size === 0 && (this.eofReported || !this.source);
+  }
+
   /** Bytes buffered in the agent (not counting the kernel pipe). */
   get buffered(): number {
     return this.size;
@@ -79,17 +95,16 @@ export class OutputStream {
   }
 
   /**
-   * Up to `max` bytes (default 32 KiB), waiting for data if none is buffered; an empty buffer means
-   * EOF. A read canceled through `signal` consumes nothing.
+   * Up to `max` bytes (default 32 KiB), waiting for data if none is buffered. EOF is an empty buffer,
+   * as upstream's agent answers (both Kata runtimes take a zero-length read as EOF); reads after that
+   * reject with StreamEofError, for callers that wait for an error status instead. A read canceled
+   * through `signal` consumes nothing.
    */
   read(max = DEFAULT_READ, signal?: AbortSignal): Promise<Buffer> {
     const n = Math.min(max > 0 ? max : DEFAULT_READ, MAX_READ);
     if (this.waiters.length === 0) {
       if (this.size > 0) return Promise.resolve(this.take(n));
-      if (this.ended) {
-        this.eofDelivered = true;
-        return Promise.resolve(Buffer.alloc(0));
-      }
+      if (this.ended) return this.eof();
     }
     if (signal?.aborted) return Promise.reject(signal.reason as Error);
     return new Promise((resolve, reject) => {
@@ -120,6 +135,14 @@ export class OutputStream {
     this.finish();
   }
 
+  private eof(): Promise<Buffer> {
+    if (!this.eofReported) {
+      this.eofReported = true;
+      return Promise.resolve(Buffer.alloc(0));
+    }
+    return Promise.reject(new StreamEofError());
+  }
+
   private onData(c: Buffer): void {
     if (c.length === 0) return;
     this.chunks.push(c);
@@ -146,7 +169,7 @@ export class OutputStream {
       if (w.onAbort) w.signal?.removeEventListener('abort', w.onAbort);
       if (this.size > 0) w.resolve(this.take(w.max));
       else {
-        this.eofDelivered = true;
+        this.eofReported = true;
         w.resolve(Buffer.alloc(0));
       }
     }

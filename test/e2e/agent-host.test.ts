@@ -80,6 +80,10 @@ describe.skipIf(!canRun)('agent container RPCs on the host (crun)', () => {
     const [out, err] = await Promise.all([readAll(env, 'stdout', cid), readAll(env, 'stderr', cid)]);
     expect(out).toBe('hello\n');
     expect(err).toBe('oops\n');
+    // EOF was the empty answer; a read after that is an error status (OutOfRange "EOF")
+    await expect(env.agent.readStdout({ containerId: cid, execId: '', len: 10 })).rejects.toMatchObject({
+      code: Code.OutOfRange,
+    });
     expect((await env.agent.waitProcess({ containerId: cid, execId: '' })).status).toBe(7);
     expect(fs.existsSync(path.join(rootfs, 'started'))).toBe(true);
     await env.agent.removeContainer({ containerId: cid });
@@ -243,6 +247,40 @@ describe.skipIf(!canRun)('agent container RPCs on the host (crun)', () => {
     const ev = await env.agent.getOOMEvent({}, { timeoutMs: 60_000 });
     expect(ev.containerId).toBe(cid);
     await env.agent.removeContainer({ containerId: cid });
+  });
+
+  it("shares the first container's IPC, UTS and (with sandbox_pidns) PID namespaces with later ones", async () => {
+    const podSpec = (cid: string, args: string[]) => {
+      const spec = busyboxSpec(env, cid, args);
+      spec.Hostname = 'pod';
+      return spec;
+    };
+    await env.agent.createContainer({ containerId: 'pause', OCI: podSpec('pause', ['sleep', '1000']) });
+    await env.agent.startContainer({ containerId: 'pause' });
+    await env.agent.createContainer({
+      containerId: 'member',
+      sandboxPidns: true,
+      OCI: podSpec('member', [
+        'sh',
+        '-c',
+        'hostname; readlink /proc/self/ns/ipc; ps -o pid,args | grep -c "[s]leep 1000"',
+      ]),
+    });
+    await env.agent.startContainer({ containerId: 'member' });
+    const out = (await readAll(env, 'stdout', 'member')).trim().split('\n');
+    expect((await env.agent.waitProcess({ containerId: 'member', execId: '' })).status).toBe(0);
+    await env.agent.execProcess({
+      containerId: 'pause',
+      execId: 'ns',
+      process: { Args: ['readlink', '/proc/self/ns/ipc'], Env: ['PATH=/bin'], Cwd: '/', User: {} },
+    });
+    const pauseIpc = (await readAll(env, 'stdout', 'pause', 'ns')).trim();
+    await env.agent.waitProcess({ containerId: 'pause', execId: 'ns' });
+    expect(out[0]).toBe('pod');
+    expect(out[1]).toBe(pauseIpc);
+    expect(Number(out[2])).toBeGreaterThanOrEqual(1); // the pause container's sleep is visible
+    await env.agent.removeContainer({ containerId: 'member' });
+    await env.agent.removeContainer({ containerId: 'pause' });
   });
 
   it('runs a container whose init has a terminal', async () => {

@@ -1,7 +1,7 @@
 import { PassThrough, Readable } from 'node:stream';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { InputStream, OutputStream, PipeIo, fdIsOpen } from '../../src/agent/stdio.js';
+import { InputStream, OutputStream, PipeIo, StreamEofError, fdIsOpen } from '../../src/agent/stdio.js';
 
 /** Reads until EOF with the given read sizes (cycled). */
 async function drain(out: OutputStream, sizes: number[] = [7]): Promise<Buffer> {
@@ -33,7 +33,7 @@ describe('OutputStream', () => {
           src.end();
           const got = await reading;
           expect(got.equals(Buffer.concat(chunks.map((c) => Buffer.from(c))))).toBe(true);
-          expect(out.eofDelivered).toBe(true);
+          expect(out.drained).toBe(true);
         },
       ),
       { numRuns: 100 },
@@ -70,8 +70,10 @@ describe('OutputStream', () => {
     await tick();
     expect((await out.read(2)).toString()).toBe('ta');
     expect((await out.read(10)).toString()).toBe('il');
-    expect((await out.read(10)).length).toBe(0);
-    expect((await out.read(10)).length).toBe(0); // stays at EOF
+    expect(out.drained).toBe(false);
+    expect((await out.read(10)).length).toBe(0); // EOF, as upstream: an empty answer
+    expect(out.drained).toBe(true);
+    await expect(out.read(10)).rejects.toThrow(StreamEofError); // then an error status
   });
 
   it('a canceled read consumes nothing', async () => {
