@@ -1,5 +1,5 @@
 // A process's stdio between containerd's FIFOs and the agent's stream calls: ReadStdout/ReadStderr loops into the
-// stdout/stderr FIFOs (until the agent answers with an error after EOF), the stdin FIFO into WriteStdin, and
+// stdout/stderr FIFOs (until a zero-length read, the agent's EOF, or an error), the stdin FIFO into WriteStdin, and
 // CloseIO into CloseStdin once everything written before it was forwarded.
 import fs from 'node:fs';
 import net from 'node:net';
@@ -270,13 +270,14 @@ export class ProcessIo {
         try {
           data = (await read(READ_CHUNK)).data;
         } catch (e) {
-          // The agent ends a stream with an error status once the process closed it (EOF).
+          // An error also ends the stream (the process or the VM is gone).
           this.log.debug({ stream: name, bytes, end: errorMessage(e) }, 'output stream ended');
           return;
         }
         if (data.length === 0) {
-          await new Promise((r) => setTimeout(r, 5)); // an empty read is not EOF; do not spin on it
-          continue;
+          // A zero-length read is EOF, as Kata's agent answers it (later reads fail).
+          this.log.debug({ stream: name, bytes }, 'output stream ended');
+          return;
         }
         bytes += data.length;
         await sink.write(data);

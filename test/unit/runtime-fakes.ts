@@ -13,9 +13,11 @@ import { Code, TtrpcError, TtrpcServer } from '../../src/protocols/ttrpc/index.j
 import { connectAgent } from '../../src/runtime/agent.js';
 import type { PersistedSandbox, RuntimeDeps, SharedFsHandle } from '../../src/runtime/deps.js';
 
+/** Output as the real agent serves it: data in order, then one empty read (EOF), then errors. */
 class Stream {
   private chunks: Buffer[] = [];
   private ended = false;
+  private eofReported = false;
   private waiters: (() => void)[] = [];
   push(b: Buffer) {
     this.chunks.push(b);
@@ -30,7 +32,11 @@ class Stream {
   }
   async read(len: number): Promise<Buffer> {
     while (this.chunks.length === 0) {
-      if (this.ended) throw new TtrpcError(Code.Unknown, 'EOF');
+      if (this.ended) {
+        if (this.eofReported) throw new TtrpcError(Code.Unknown, 'EOF: the stream is closed and drained');
+        this.eofReported = true;
+        return Buffer.alloc(0);
+      }
       await new Promise<void>((r) => this.waiters.push(r));
     }
     const all = Buffer.concat(this.chunks);
