@@ -10,7 +10,7 @@ import { ConsoleSocket, type Crun } from './crun.js';
 import { invalidArgument } from './errors.js';
 import { setWindowSize } from './native.js';
 import { ContainerProcess } from './process.js';
-import { SafePathError, checkContainerPath, pinUnder, resolveExistingUnder } from './safe-path.js';
+import { SafePathError, checkContainerPath, isWithin, pinUnder, resolveExistingUnder } from './safe-path.js';
 import { PipeIo, type ProcessIo, TtyIo, closeQuietly } from './stdio.js';
 
 export type ContainerStatus = 'created' | 'running' | 'paused' | 'stopped';
@@ -32,6 +32,9 @@ export interface PrepareContext {
   selinux: boolean;
   log: Logger;
 }
+
+/** Guest directories a bind mount may name besides the Kata directory (devices, proc and sys files). */
+const SYSTEM_BIND_ROOTS = ['/dev', '/proc', '/sys'];
 
 function isBind(m: OciMount): boolean {
   return m.type === 'bind' || (m.options ?? []).some((o) => o === 'bind' || o === 'rbind');
@@ -71,9 +74,18 @@ export function prepareSpec(input: OciSpec, ctx: PrepareContext): OciSpec {
     checkContainerPath(m.destination, 'mount destination');
     if (!isBind(m)) continue;
     if (!m.source) throw new SafePathError(`bind mount on ${m.destination} has no source`);
+    // Host volumes arrive through the share (under the Kata directory); binds of the guest's own /dev,
+    // /proc and /sys are passed through by the runtime as upstream does. Nothing else may be bound.
+    const what = `source of the bind mount on ${m.destination}`;
+    const root = [ctx.kataRunDir, ...SYSTEM_BIND_ROOTS].find((r) => isWithin(r, m.source ?? ''));
+    if (!root) {
+      throw new SafePathError(
+        `${what} ${m.source} is not under ${ctx.kataRunDir} (nor ${SYSTEM_BIND_ROOTS.join(', ')})`,
+      );
+    }
     // The kernel's own view of the opened source decides; crun gets the physical path (it cannot
     // bind a /proc/<pid>/fd path: that mount lives in the agent's mount namespace, not crun's).
-    const pin = pinUnder(ctx.kataRunDir, m.source, `source of the bind mount on ${m.destination}`);
+    const pin = pinUnder(root, m.source, what);
     m.source = pin.realPath;
     pin.close();
   }

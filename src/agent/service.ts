@@ -1,6 +1,7 @@
 // The agent's ttrpc services: grpc.AgentService (containers, stdio, network, guest) and grpc.Health.
 // Handlers validate and translate; the work is in sandbox.ts, container.ts, network.ts, guest.ts.
 // RPCs without a handler here answer Unimplemented (the ttrpc server does that).
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { logger } from '../common/log.js';
@@ -51,6 +52,9 @@ export function createAgentService(opts: AgentServiceOptions = {}): AgentService
   const log = logger('agent');
   const stateDir = opts.stateDir ?? '/run/kata-agent';
   const kataRunDir = opts.kataRunDir ?? '/run/kata-containers';
+  // Paths from the host are resolved under these; they must exist before the first request.
+  fs.mkdirSync(kataRunDir, { recursive: true, mode: 0o755 });
+  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const crun = new Crun({
     binary: opts.crunPath,
     root: path.join(stateDir, 'crun'),
