@@ -330,6 +330,10 @@ export class Container {
    */
   async destroy(timeoutMs: number): Promise<void> {
     this.stopOomWatch();
+    if (this.status === 'paused') {
+      // frozen tasks do not die from SIGKILL under cgroup v1's freezer: thaw first
+      await this.resume().catch((e) => this.deps.log.warn({ err: e }, 'resuming before delete failed'));
+    }
     const all = [this.init, ...this.processes.values()];
     if (all.some((p) => !p.hasExited)) {
       await this.killAll(9).catch((e) => this.deps.log.warn({ err: e }, 'kill before delete failed'));

@@ -447,6 +447,7 @@ describe.skipIf(!canRun)('agent container RPCs on the host (crun)', () => {
     const cid = 'last';
     await env.agent.createContainer({ containerId: cid, OCI: busyboxSpec(env, cid, ['sleep', '1000']) });
     await env.agent.startContainer({ containerId: cid });
+    await env.agent.pauseContainer({ containerId: cid }); // a paused container must go too
     await env.agent.destroySandbox({});
     await new Promise((r) => setImmediate(r));
     expect(env.destroyed).toBe(1);
