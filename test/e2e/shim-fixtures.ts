@@ -15,20 +15,13 @@ import {
   leftovers,
   startContainerd,
 } from '../helpers/containerd.js';
+import { type GuestImageFiles, ensureGuestImage } from '../helpers/guest-image.js';
 
-export interface GuestImage {
-  dir: string;
-  kernel: string;
-  initrd: string;
-  kernelParams?: string | string[];
-}
+export type GuestImage = GuestImageFiles;
 
-/** test/helpers/guest-image.ts (the guest image work) builds build/guest once and reuses it. */
-export async function guestImage(): Promise<GuestImage> {
-  // A variable specifier: the helper lands with the image work; until then this fails at run time, not in tsc.
-  const helper = '../helpers/guest-image.js';
-  const mod = (await import(/* @vite-ignore */ helper)) as { ensureGuestImage(): Promise<GuestImage> };
-  return mod.ensureGuestImage();
+/** The guest image (test/helpers/guest-image.ts builds build/guest once and reuses it). */
+export function guestImage(): Promise<GuestImage> {
+  return ensureGuestImage();
 }
 
 /** The guest kernel version (from the image's manifest.json), when it says. */
@@ -39,7 +32,7 @@ export function guestKernelVersion(img: GuestImage): string | undefined {
       unknown
     >;
     const k = m.kernel as Record<string, unknown> | undefined;
-    const v = m.kernelVersion ?? m.kernel_version ?? k?.version;
+    const v = k?.release ?? m.kernelVersion ?? k?.version;
     return typeof v === 'string' ? v : undefined;
   } catch {
     return undefined;
