@@ -25,6 +25,8 @@ export interface CrunOptions {
   log: Logger;
   /** Upper bound for one invocation. */
   timeoutMs?: number;
+  /** Create containers with --no-pivot (pivot_root cannot leave an initramfs root). */
+  noPivot?: boolean;
 }
 
 export interface CrunState {
@@ -57,6 +59,7 @@ export class Crun {
   /** `crun create`: the container's init waits, not yet running the user's program, until start(). */
   async create(id: string, bundle: string, o: LaunchOptions): Promise<void> {
     const args = ['create', '--bundle', bundle, '--pid-file', o.pidFile];
+    if (this.opts.noPivot) args.push('--no-pivot');
     if (o.consoleSocket) args.push('--console-socket', o.consoleSocket);
     await this.launch(args.concat(id), o.stdio, `creating container ${id}`);
   }

@@ -13,6 +13,7 @@ import { copyFile } from './copy-file.js';
 import { Crun } from './crun.js';
 import { invalidArgument, toTtrpcError } from './errors.js';
 import { AGENT_VERSION, Guest } from './guest.js';
+import { mountAt } from './mount.js';
 import { setWindowSize } from './native.js';
 import { readNetworkStats } from './netstats.js';
 import { Network } from './network.js';
@@ -55,10 +56,13 @@ export function createAgentService(opts: AgentServiceOptions = {}): AgentService
   // Paths from the host are resolved under these; they must exist before the first request.
   fs.mkdirSync(kataRunDir, { recursive: true, mode: 0o755 });
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  // Booted from an initramfs, "/" is rootfs, which pivot_root refuses; crun then moves the root instead.
+  const noPivot = mountAt('/')?.fstype === 'rootfs';
   const crun = new Crun({
     binary: opts.crunPath,
     root: path.join(stateDir, 'crun'),
     log: log.child({ subsystem: 'crun' }),
+    noPivot,
   });
   const storage = new StorageManager({
     root: kataRunDir,

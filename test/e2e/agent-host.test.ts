@@ -211,12 +211,16 @@ describe.skipIf(!canRun)('agent container RPCs on the host (crun)', () => {
       OCI: busyboxSpec(
         env,
         cid,
-        ['sh', '-c', 'cat /data/msg; touch /data/new 2>/dev/null || echo read-only; echo x > /guest-null; sleep 1000'],
+        [
+          'sh',
+          '-c',
+          'cat /data/msg; touch /data/new 2>/dev/null || echo read-only; echo x > /guest-null; sleep 1000',
+        ],
         {
           mounts: [
-          { destination: '/data', type: 'bind', source: vol, options: ['rbind', 'ro'] },
-          { destination: '/guest-null', type: 'bind', source: '/dev/null', options: ['bind'] },
-        ],
+            { destination: '/data', type: 'bind', source: vol, options: ['rbind', 'ro'] },
+            { destination: '/guest-null', type: 'bind', source: '/dev/null', options: ['bind'] },
+          ],
         },
       ),
     });
@@ -394,7 +398,9 @@ describe.skipIf(!canRun)('agent container RPCs on the host (crun)', () => {
     // a bind source that is neither in the share nor a guest device/proc/sys file
     await bad(
       'bad3b',
-      busyboxSpec(env, 'bad3b', ['true'], { mounts: [{ destination: '/mnt', type: 'bind', source: '/etc', options: ['rbind'] }] }),
+      busyboxSpec(env, 'bad3b', ['true'], {
+        mounts: [{ destination: '/mnt', type: 'bind', source: '/etc', options: ['rbind'] }],
+      }),
     );
     // a storage mount point outside the Kata directory
     await bad('bad4', busyboxSpec(env, 'bad4', ['true']), {
