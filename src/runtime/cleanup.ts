@@ -7,7 +7,7 @@ import type { Logger } from '../common/log.js';
 import type { VmState } from '../hypervisor/hypervisor.js';
 import { stopFromState } from '../hypervisor/index.js';
 import { PERSIST_ROOT, loadSandboxState, removeSandboxState } from '../persist/index.js';
-import { DEFAULT_SHARED_FS_ROOT, SharedFs } from '../resource/index.js';
+import { DEFAULT_SHARED_FS_ROOT, SandboxCgroup, SharedFs } from '../resource/index.js';
 import type { PersistedSandbox } from './deps.js';
 import { errorMessage } from './errors.js';
 import { VM_RUN_ROOT } from './sandbox.js';
@@ -106,6 +106,12 @@ export async function cleanupSandbox(sandboxId: string, log: Logger): Promise<Cl
     await attempt(`killing ${pid}`, () => killPid(pid, log, 'vm process'));
   }
 
+  // The sandbox cgroup: whatever is still inside (a VMM the scan missed) is killed with it.
+  await attempt('removing the sandbox cgroup', async () => {
+    const cg = new SandboxCgroup(sandboxId);
+    if ((await cg.pids()).length > 0) actions.push('emptied the sandbox cgroup');
+    await cg.remove({ kill: true });
+  });
   if (fs.existsSync(sharedDir)) {
     actions.push(`cleaned ${sharedDir}`);
     await attempt('cleaning up the shared fs', () => new SharedFs(sandboxId).cleanup());

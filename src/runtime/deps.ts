@@ -42,6 +42,14 @@ export type PersistedSandbox = SandboxState & {
   vm?: import('../hypervisor/hypervisor.js').VmState;
 };
 
+/** The host cgroup holding the sandbox's VMM processes (Kata's sandbox_cgroup_only). */
+export interface SandboxCgroupHandle {
+  create(): Promise<void>;
+  addProcess(pid: number): Promise<void>;
+  /** Kills what is left inside and removes the cgroup; idempotent. */
+  remove(): Promise<void>;
+}
+
 export interface RuntimeDeps {
   loadConfig(opts: { configPath?: string; annotations: Record<string, string> }): KataConfig;
   createHypervisor(config: KataConfig, log: Logger): Hypervisor;
@@ -50,6 +58,8 @@ export interface RuntimeDeps {
     endpoint: AgentEndpoint,
     opts: { timeoutMs: number; log: Logger; signal?: AbortSignal },
   ): Promise<AgentConnection>;
+  /** Optional: without it the VMM stays in the shim's cgroup. */
+  sandboxCgroup?(sandboxId: string): SandboxCgroupHandle;
   saveState(state: PersistedSandbox): Promise<void>;
   removeState(sandboxId: string): Promise<void>;
 }

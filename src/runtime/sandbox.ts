@@ -7,7 +7,13 @@ import type { Hypervisor, VmExit } from '../hypervisor/hypervisor.js';
 import type { StatsContainerResponse } from '../protocols/gen/agent_pb.js';
 import type { AgentClient, AgentConnection } from './agent.js';
 import { Container, type ExitListener } from './container.js';
-import type { PersistedSandbox, RootfsMount, RuntimeDeps, SharedFsHandle } from './deps.js';
+import type {
+  PersistedSandbox,
+  RootfsMount,
+  RuntimeDeps,
+  SandboxCgroupHandle,
+  SharedFsHandle,
+} from './deps.js';
 import { RuntimeError, alreadyExists, errorMessage, notFound, withContext } from './errors.js';
 import type { StdioPaths } from './io.js';
 import { type OciProcess, type OciResources, type OciSpec, sanitizeForGuest, toGrpcSpec } from './oci.js';
@@ -56,6 +62,7 @@ export class Sandbox {
   readonly containers = new Map<string, Container>();
   private hv: Hypervisor | undefined;
   private fs: SharedFsHandle | undefined;
+  private cgroup: SandboxCgroupHandle | undefined;
   private conn: AgentConnection | undefined;
   private stopping: Promise<void> | undefined;
   private persistChain: Promise<void> = Promise.resolve();
@@ -146,6 +153,7 @@ export class Sandbox {
     await this.hv.startVm(VM_START_TIMEOUT_MS);
     phase(this.log, 'vm_launched', { pids: this.hv.getPids() });
     await this.persistNow('created');
+    await this.joinSandboxCgroup();
 
     // Stop waiting for the agent as soon as the VMM dies (bad kernel, QEMU error): the error says why.
     const vmGone = new AbortController();
@@ -172,6 +180,22 @@ export class Sandbox {
     await this.persistNow('running');
     void this.hv.exited.then((exit) => this.onVmExit(exit));
     void this.watchOom();
+  }
+
+  /** QEMU and virtiofsd go into the sandbox's host cgroup; a failure there is logged, not fatal. */
+  private async joinSandboxCgroup(): Promise<void> {
+    const make = this.o.deps.sandboxCgroup;
+    if (!make || !this.hv) return;
+    try {
+      this.cgroup = make(this.id);
+      await this.cgroup.create();
+      for (const pid of this.hv.getPids()) await this.cgroup.addProcess(pid);
+    } catch (e) {
+      this.log.warn(
+        { err: errorMessage(e) },
+        'the sandbox cgroup could not be set up; the VM stays in the shim cgroup',
+      );
+    }
   }
 
   container(id: string): Container {
@@ -342,6 +366,10 @@ export class Sandbox {
       const hv = this.hv;
       await attempt('stopping the VM', () => hv.stopVm());
       await attempt('cleaning up the VM', () => hv.cleanup());
+    }
+    if (this.cgroup) {
+      const cg = this.cgroup;
+      await attempt('removing the sandbox cgroup', () => cg.remove());
     }
     if (this.fs) {
       const fs = this.fs;

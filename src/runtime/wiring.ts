@@ -3,7 +3,7 @@
 import { applyAnnotations, loadConfiguration } from '../config/index.js';
 import { createHypervisor } from '../hypervisor/index.js';
 import { removeSandboxState, saveSandboxState } from '../persist/index.js';
-import { SharedFs, prepareContainer, releaseContainer } from '../resource/index.js';
+import { SandboxCgroup, SharedFs, prepareContainer, releaseContainer } from '../resource/index.js';
 import { connectAgent } from './agent.js';
 import type { RuntimeDeps, SharedFsHandle } from './deps.js';
 
@@ -33,6 +33,14 @@ export function realDeps(): RuntimeDeps {
         ...opts,
         dialVsock: async (cid, port) => (await import('./vsock.js')).dialVsock(cid, port),
       }),
+    sandboxCgroup: (sid) => {
+      const cg = new SandboxCgroup(sid);
+      return {
+        create: () => cg.create(),
+        addProcess: (pid) => cg.addProcess(pid),
+        remove: () => cg.remove({ kill: true }),
+      };
+    },
     saveState: (s) => saveSandboxState(s),
     removeState: (id) => removeSandboxState(id),
   };
