@@ -1,0 +1,151 @@
+// kata-agent: PID 1 in the guest VM. Sets the guest up, then serves grpc.AgentService and grpc.Health over
+// ttrpc on the virtio-serial port `agent.channel.0` and on vsock port 1024. On a host (not PID 1) it skips
+// the set-up and the power-off, and takes its options as arguments: `kata-agent agent.server_addr=unix:///x`.
+import fs from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import type { Duplex } from 'node:stream';
+import { logger, setLogLevel } from '../common/log.js';
+import { AgentService } from '../protocols/gen/agent_pb.js';
+import { Health } from '../protocols/gen/health_pb.js';
+import { TtrpcServer } from '../protocols/ttrpc/index.js';
+import { VirtioPortChannel } from './channel.js';
+import {
+  type InitReport,
+  bootModules,
+  initGuest,
+  mountBasics,
+  parseKernelCmdline,
+  powerOff,
+  startDebugConsole,
+  uptimeSeconds,
+} from './init.js';
+import { startReaper } from './reaper.js';
+import { createAgentService } from './service.js';
+import { type VsockListener, listenVsock } from './vsock.js';
+
+/** The virtio-serial port name the runtime gives QEMU (Kata's). */
+export const AGENT_PORT_NAME = 'agent.channel.0';
+
+async function main(): Promise<void> {
+  // Uptimes (s since the guest kernel started) for the boot benchmark; node's own start is timeOrigin.
+  const times: Record<string, number> = {
+    nodeStart: uptimeSeconds() - performance.now() / 1000,
+    agentMain: uptimeSeconds(),
+  };
+  const isInit = process.pid === 1;
+  if (isInit) mountBasics(); // /proc first: the options are on the kernel command line
+  const cmdline = isInit ? fs.readFileSync('/proc/cmdline', 'utf8') : process.argv.slice(2).join(' ');
+  const { config, warnings } = parseKernelCmdline(cmdline);
+  setLogLevel(config.logLevel);
+  const log = logger('agent');
+  for (const w of warnings) log.warn(w);
+
+  let report: InitReport | undefined;
+  if (isInit) {
+    report = initGuest(config, bootModules());
+    times.initDone = uptimeSeconds();
+    log.info({ ...report, problems: undefined }, 'guest init done');
+    for (const p of report.problems) log.error(p);
+  }
+  startReaper();
+
+  let shuttingDown = false;
+  const server = new TtrpcServer({
+    onConnectionError: (err) => log.warn({ err }, 'ttrpc connection error'),
+  });
+  const services = createAgentService({
+    onDestroySandbox: () => void shutdown('DestroySandbox'),
+  });
+  server.register(AgentService, services.agent).register(Health, services.health);
+
+  let port: VirtioPortChannel | undefined;
+  let vsock: VsockListener | undefined;
+  let debugConsole: { stop(): void } | undefined;
+
+  async function shutdown(reason: string): Promise<void> {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    log.info({ reason }, 'shutting down');
+    try {
+      await services.shutdown();
+    } catch (e) {
+      log.error({ err: e }, 'stopping containers failed; powering off anyway');
+    }
+    // Lets the call that asked for this (DestroySandbox) send its answer before the channel closes.
+    await server.shutdown(2000);
+    port?.stop();
+    vsock?.close();
+    debugConsole?.stop();
+    if (isInit) powerOff(log);
+    process.exit(0);
+  }
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  if (!isInit) process.on('SIGINT', () => void shutdown('SIGINT'));
+  if (isInit) {
+    // PID 1 exiting panics the kernel: say why first, then power off cleanly instead.
+    const fatal = (err: unknown) => {
+      log.fatal({ err }, 'agent crashed');
+      powerOff(log);
+    };
+    process.on('uncaughtException', fatal);
+    process.on('unhandledRejection', fatal);
+  }
+
+  const serve = (what: string) => (stream: Duplex) => {
+    // virtio-serial sessions come and go while no host is connected; the channel logs real connections.
+    if (what !== 'virtio-serial') log.debug({ channel: what }, 'new connection');
+    server.serve(stream);
+  };
+  const listening: string[] = [];
+  if (config.serverAddr?.startsWith('unix://')) {
+    const path = config.serverAddr.slice('unix://'.length);
+    await server.listen(path);
+    listening.push(config.serverAddr);
+  }
+  if (fs.existsSync('/dev/vsock')) {
+    try {
+      vsock = listenVsock(config.vsockPort, serve('vsock'), (err) =>
+        log.warn({ err }, 'vsock accept failed'),
+      );
+      listening.push(`vsock://-1:${config.vsockPort}`);
+    } catch (e) {
+      log.error({ err: e }, 'vsock listener not started');
+    }
+  }
+  if (isInit) {
+    port = new VirtioPortChannel({ name: AGENT_PORT_NAME, onConnection: serve('virtio-serial'), log });
+    try {
+      // With a vsock listener up, a missing port is not fatal and should not hold up "ready".
+      const started = port.start();
+      if (listening.length) {
+        started.then(
+          (dev) => log.info({ device: dev }, `serving on virtio-serial port ${AGENT_PORT_NAME}`),
+          (e: Error) => log.warn({ err: e }, 'no virtio-serial channel'),
+        );
+      } else {
+        const dev = await started;
+        listening.push(`virtio-serial://${dev}`);
+      }
+    } catch (e) {
+      log.error({ err: e }, 'no virtio-serial channel');
+    }
+  }
+  times.listening = uptimeSeconds();
+  if (config.debugConsole && isInit) debugConsole = startDebugConsole(log);
+  if (!listening.length) {
+    log.fatal('no channel to serve on (no virtio-serial port, no vsock, no agent.server_addr)');
+    if (isInit) powerOff(log);
+    process.exit(1);
+  }
+  log.info({ listening, uptimes: roundTimes(times), pid: process.pid }, 'agent ready');
+}
+
+function roundTimes(t: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(t).map(([k, v]) => [k, Math.round(v * 1000) / 1000]));
+}
+
+main().catch((e: unknown) => {
+  logger('agent').fatal({ err: e }, 'agent failed to start');
+  if (process.pid === 1) powerOff(logger('agent'));
+  process.exit(1);
+});
