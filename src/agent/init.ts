@@ -91,6 +91,7 @@ interface InitLibc {
   ioctl(fd: number, request: number, arg: Buffer): number;
   close(fd: number): number;
   sync(): void;
+  tcdrain(fd: number): number;
   reboot(cmd: number): number;
   errno(): number;
 }
@@ -109,6 +110,7 @@ function libc(): InitLibc {
   const close = lib.func('int close(int)');
   const sync = lib.func('void sync()');
   const reboot = lib.func('int reboot(int)');
+  const tcdrain = lib.func('int tcdrain(int)');
   const SYS_finit_module = 313; // x86_64; glibc has no wrapper
   libcCache = {
     mount: (s, t, f, fl, d) => mount(s, t, f, fl, d) as number,
@@ -118,6 +120,7 @@ function libc(): InitLibc {
     ioctl: (fd, r, a) => ioctl(fd, r, 'void *', a) as number,
     close: (fd) => close(fd) as number,
     sync: () => void sync(),
+    tcdrain: (fd) => tcdrain(fd) as number,
     reboot: (c) => reboot(c) as number,
     errno: () => koffi.errno(),
   };
@@ -377,10 +380,9 @@ export function mountBasics(): string[] {
   return mountAll(BASE_MOUNTS);
 }
 
-/** Everything PID 1 does before serving: modules, host name, loopback, cgroups. Mounts come first. */
-export function initGuest(config: AgentConfig, modules: string[]): InitReport {
+/** Everything PID 1 does before serving, after mountBasics(): modules, host name, loopback, cgroups. */
+export function initGuest(config: AgentConfig, modules: string[], mounted: string[]): InitReport {
   const problems: string[] = [];
-  const mounted = mountBasics();
   let loadedMods: string[] = [];
   try {
     loadedMods = loadKernelModules(modules);
@@ -478,11 +480,30 @@ export function startDebugConsole(log: Logger): { stop(): void } {
 
 const LINUX_REBOOT_CMD_POWER_OFF = 0x4321fedc;
 
-/** Syncs and powers the VM off; QEMU then exits. Does not return. */
-export function powerOff(log: Logger): never {
-  const c = libc();
-  c.sync();
+/**
+ * Logs, flushes the log, syncs and powers the VM off; QEMU then exits. Never resolves. The log goes to a serial
+ * console: the last lines are only seen if the logger's buffer is written and the tty drained first.
+ */
+export async function powerOff(log: Logger): Promise<never> {
   log.info('powering off');
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 1000);
+    try {
+      log.flush(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    } catch {
+      clearTimeout(timer);
+      resolve();
+    }
+  });
+  // pino writes from libuv's thread pool: a write may still be on its way after the flush callback.
+  await new Promise((r) => setTimeout(r, 100));
+  const c = libc();
+  c.tcdrain(1);
+  c.tcdrain(2);
+  c.sync();
   c.reboot(LINUX_REBOOT_CMD_POWER_OFF);
   // reboot(2) only returns on failure: exiting PID 1 panics the kernel, and panic=1 with -no-reboot stops QEMU.
   log.error({ err: sysError('reboot(POWER_OFF)', c.errno()) }, 'power-off failed; exiting PID 1 instead');

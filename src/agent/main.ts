@@ -33,7 +33,7 @@ async function main(): Promise<void> {
     agentMain: uptimeSeconds(),
   };
   const isInit = process.pid === 1;
-  if (isInit) mountBasics(); // /proc first: the options are on the kernel command line
+  const mounted = isInit ? mountBasics() : []; // /proc first: the options are on the kernel command line
   const cmdline = isInit ? fs.readFileSync('/proc/cmdline', 'utf8') : process.argv.slice(2).join(' ');
   const { config, warnings } = parseKernelCmdline(cmdline);
   setLogLevel(config.logLevel);
@@ -42,7 +42,7 @@ async function main(): Promise<void> {
 
   let report: InitReport | undefined;
   if (isInit) {
-    report = initGuest(config, bootModules());
+    report = initGuest(config, bootModules(), mounted);
     times.initDone = uptimeSeconds();
     log.info({ ...report, problems: undefined }, 'guest init done');
     for (const p of report.problems) log.error(p);
@@ -76,7 +76,7 @@ async function main(): Promise<void> {
     port?.stop();
     vsock?.close();
     debugConsole?.stop();
-    if (isInit) powerOff(log);
+    if (isInit) await powerOff(log);
     process.exit(0);
   }
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
@@ -85,7 +85,7 @@ async function main(): Promise<void> {
     // PID 1 exiting panics the kernel: say why first, then power off cleanly instead.
     const fatal = (err: unknown) => {
       log.fatal({ err }, 'agent crashed');
-      powerOff(log);
+      void powerOff(log);
     };
     process.on('uncaughtException', fatal);
     process.on('unhandledRejection', fatal);
@@ -134,7 +134,7 @@ async function main(): Promise<void> {
   if (config.debugConsole && isInit) debugConsole = startDebugConsole(log);
   if (!listening.length) {
     log.fatal('no channel to serve on (no virtio-serial port, no vsock, no agent.server_addr)');
-    if (isInit) powerOff(log);
+    if (isInit) await powerOff(log);
     process.exit(1);
   }
   log.info({ listening, uptimes: roundTimes(times), pid: process.pid }, 'agent ready');
@@ -144,8 +144,9 @@ function roundTimes(t: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(t).map(([k, v]) => [k, Math.round(v * 1000) / 1000]));
 }
 
-main().catch((e: unknown) => {
-  logger('agent').fatal({ err: e }, 'agent failed to start');
-  if (process.pid === 1) powerOff(logger('agent'));
+main().catch(async (e: unknown) => {
+  const log = logger('agent');
+  log.fatal({ err: e }, 'agent failed to start');
+  if (process.pid === 1) await powerOff(log);
   process.exit(1);
 });

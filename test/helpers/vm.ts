@@ -26,6 +26,8 @@ export interface BootOptions {
   debugConsole?: boolean;
   /** Defaults to ensureGuestImage(). */
   image?: GuestImageFiles;
+  /** Directory for sockets and the console log (made here, removed by stop); default a new temp dir. */
+  runDir?: string;
 }
 
 export interface VmExit {
@@ -86,7 +88,11 @@ async function waitForFile(
 export async function bootVm(opts: BootOptions = {}): Promise<BootedVm> {
   const image = opts.image ?? (await ensureGuestImage());
   const memoryMiB = opts.memoryMiB ?? 512;
-  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-vm-'));
+  let runDir: string;
+  if (opts.runDir) {
+    fs.mkdirSync(opts.runDir, { recursive: true });
+    runDir = opts.runDir;
+  } else runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-vm-'));
   const agentSocket = path.join(runDir, 'agent.sock');
   const consoleLog = path.join(runDir, 'console.log');
   const debugConsoleSocket = opts.debugConsole ? path.join(runDir, 'debug-console.sock') : undefined;
