@@ -10,6 +10,7 @@ import { SafePathError, checkAbsolute, isWithin, mkdirUnder, resolveUnder } from
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
+const S_IFREG = 0o100000;
 const DIR_MASK = 0o777;
 const FILE_MASK = 0o7777;
 
@@ -36,6 +37,11 @@ export function copyFile(root: string, req: CopyFileRequest): void {
     throw new SafePathError(`copy-file path ${req.path} escapes ${lexRoot}`);
 
   const type = req.fileMode & S_IFMT;
+  if (type !== 0 && type !== S_IFREG && type !== S_IFDIR && type !== S_IFLNK) {
+    throw invalidArgument(
+      `copy-file ${req.path}: file mode 0${req.fileMode.toString(8)} is not a file, directory or symlink`,
+    );
+  }
   if (type === S_IFDIR) {
     const st = lstatOrUndefined(target);
     if (st && !st.isDirectory()) fs.rmSync(target, { force: true });

@@ -139,5 +139,8 @@ describe('copyFile', () => {
     expect(() => copyFile(shared, req(`${shared}/c1/big`, 'xyz', { fileSize: 2n }))).toThrowError(
       /beyond the file size/,
     );
+    expect(() => copyFile(shared, req(`${shared}/c1/dev`, '', { fileMode: 0o020666 }))).toThrowError(
+      /not a file/,
+    );
   });
 });
