@@ -48,7 +48,7 @@ function deliver(pid: number, status: ExitStatus): void {
   if (unclaimed.size > MAX_UNCLAIMED) {
     const oldest = unclaimed.keys().next().value as number;
     unclaimed.delete(oldest);
-    log.warn({ pid: oldest }, 'dropping unclaimed exit status (too many)');
+    log.debug({ pid: oldest }, 'dropping the oldest unclaimed exit status');
   }
 }
 

@@ -55,6 +55,17 @@ describe.skipIf(!canRun)('agent container RPCs on the host (crun)', () => {
     await expect(env.agent.getIPTables({})).rejects.toMatchObject({ code: Code.Unimplemented });
   });
 
+  it('answers the guest-wide RPCs (applying nothing machine-wide on a dev host)', async () => {
+    await env.agent.reseedRandomDev({ data: Buffer.alloc(64, 7) });
+    await expect(env.agent.reseedRandomDev({ data: Buffer.alloc(0) })).rejects.toMatchObject({
+      code: Code.InvalidArgument,
+    });
+    await env.agent.setGuestDateTime({ Sec: BigInt(Math.floor(Date.now() / 1000)), Usec: 0n });
+    const d = await env.agent.getGuestDetails({ memBlockSize: true, memHotplugProbe: true });
+    expect(d.agentDetails?.initDaemon).toBe(false);
+    expect((await env.agent.getMetrics({})).metrics).toContain('kata_agent_containers');
+  });
+
   it('creates a sandbox with an ephemeral storage', async () => {
     const mp = path.join(env.kataRunDir, 'sandbox/ephemeral/scratch');
     await env.agent.createSandbox({
