@@ -1,6 +1,6 @@
 // A process's stdio between containerd's FIFOs and the agent's stream calls: ReadStdout/ReadStderr loops into the
 // stdout/stderr FIFOs (until a zero-length read, the agent's EOF, or an error), the stdin FIFO into WriteStdin, and
-// CloseIO into CloseStdin once everything written before it was forwarded.
+// CloseIO (or the FIFO's writer closing) into CloseStdin once everything written before it was forwarded.
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Logger } from '../common/log.js';
@@ -126,9 +126,9 @@ export class ProcessIo {
       io.stdoutSink = openSink(paths.stdout, 'stdout', log);
       if (!paths.terminal) io.stderrSink = openSink(paths.stderr, 'stderr', log);
       if (paths.stdin) {
-        // Read side for us plus a write side we hold, so the FIFO never reads EOF while containerd has not opened
-        // it yet; the end of stdin is containerd's CloseIO.
-        io.stdinFd = fs.openSync(paths.stdin, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+        // Read side only: Linux reports hang-up on it only once a writer came and went, so the stream ends when
+        // containerd closes its end (ctr does not send CloseIO when its stdin ends before Create returns).
+        io.stdinFd = fs.openSync(paths.stdin, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
       }
     } catch (e) {
       void io.close();
@@ -216,6 +216,7 @@ export class ProcessIo {
     this.stdinSockOwnsFd = true;
     this.stdinSock = sock;
     sock.on('error', (e) => this.log.warn({ err: e.message }, 'reading the stdin FIFO failed'));
+    sock.on('end', () => void this.finishStdin()); // containerd closed the FIFO: EOF for the process
     sock.on('data', (chunk: Buffer) => {
       sock.pause();
       this.stdinChain = this.stdinChain

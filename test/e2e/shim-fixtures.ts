@@ -99,7 +99,13 @@ export interface KataSetup {
 
 export function baseOverrides(guest: GuestImage): ConfigOverrides {
   return {
-    'hypervisor.qemu': { kernel: guest.kernel, initrd: guest.initrd, accel: 'tcg', default_memory: 1024 },
+    // The stable names (symlinks to the current build), so a rebuild during a run does not strand the config.
+    'hypervisor.qemu': {
+      kernel: path.join(guest.dir, 'vmlinuz.container'),
+      initrd: path.join(guest.dir, 'kata-containers-initrd.img'),
+      accel: 'tcg',
+      default_memory: 1024,
+    },
     'agent.kata': { dial_timeout: 90 },
   };
 }

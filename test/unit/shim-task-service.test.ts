@@ -187,6 +187,18 @@ describe('Task service over the fake agent', () => {
     expect(await out).toBe('abc\ndef\nend\n');
   });
 
+  it('ends stdin when containerd closes the FIFO without CloseIO (ctr whose stdin ended before Create returned)', async () => {
+    const b = bundle('sb1', ['sh', '-c', 'cat; echo end']);
+    const out = readAll(b.stdout);
+    await task.create({ id: 'sb1', bundle: b.dir, stdin: b.stdin, stdout: b.stdout, stderr: b.stderr });
+    const w = await fs.promises.open(b.stdin, 'w');
+    await w.write('no-closeio\n');
+    await w.close();
+    await task.start({ id: 'sb1' });
+    expect((await task.wait({ id: 'sb1' })).exitStatus).toBe(0);
+    expect(await out).toBe('no-closeio\nend\n');
+  });
+
   it('keeps stdin written before Start when CloseIO also comes before Start (as ctr does)', async () => {
     const b = bundle('sb1', ['sh', '-c', 'cat; echo end']);
     const out = readAll(b.stdout);
