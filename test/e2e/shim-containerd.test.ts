@@ -22,9 +22,18 @@ beforeAll(async () => {
 });
 
 afterEach(async () => {
-  const left = await waitNoLeftovers(used);
+  const ids = used;
   used = [];
-  if (left.length) console.error(k.ctrd.readLog().slice(-20_000));
+  const left = await waitNoLeftovers(ids);
+  if (left.length) {
+    console.error(k.ctrd.readLog().slice(-20_000));
+    // Do not let one failure leak into the next tests.
+    for (const i of ids) {
+      await k.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', i]);
+      await k.ctrd.ctr(['task', 'delete', '--force', i]);
+      await k.ctrd.ctr(['container', 'delete', i]);
+    }
+  }
   expect(left).toEqual([]);
 });
 
