@@ -1,5 +1,6 @@
 // A sandbox: one VM (hypervisor + virtio-fs share + agent connection) and the containers running in it.
 // Start order: persist → shared fs → VM → agent → CreateSandbox; any failure undoes what was done, in reverse.
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../common/log.js';
 import type { KataConfig } from '../config/types.js';
@@ -157,7 +158,10 @@ export class Sandbox {
 
     // Stop waiting for the agent as soon as the VMM dies (bad kernel, QEMU error): the error says why.
     const vmGone = new AbortController();
-    void this.hv.exited.then((exit) => vmGone.abort(new Error(`the VM exited: ${describeVmExit(exit)}`)));
+    const runDir = path.join(VM_RUN_ROOT, id);
+    void this.hv.exited.then((exit) =>
+      vmGone.abort(new Error(`the VM exited: ${describeVmExit(exit)}${guestConsoleTail(runDir)}`)),
+    );
     this.conn = await deps.connectAgent(this.hv.agentEndpoint(), {
       timeoutMs: config.agent.dial_timeout * 1000,
       log: this.log,
@@ -462,6 +466,23 @@ export class Sandbox {
     this.persistNow(this.status === 'running' ? 'running' : 'created').catch((e: unknown) =>
       this.log.warn({ err: errorMessage(e) }, 'persisting sandbox state failed'),
     );
+  }
+}
+
+/** The last lines the guest kernel printed (<run dir>/console.log), for errors about a guest that died. */
+export function guestConsoleTail(runDir: string, lines = 6): string {
+  try {
+    const text = fs.readFileSync(path.join(runDir, 'console.log'), 'utf8');
+    const all = text
+      .split('\n')
+      .map((l) => l.trimEnd())
+      .filter(Boolean);
+    // A panic's cause is above its stack trace: show it first.
+    const panic = all.filter((l) => /Kernel panic|not syncing/.test(l)).slice(-1);
+    const tail = [...panic, ...all.slice(-lines).filter((l) => !panic.includes(l))];
+    return tail.length ? `; guest console: ${tail.join(' | ')}` : '';
+  } catch {
+    return '';
   }
 }
 

@@ -1,4 +1,7 @@
 // Bad input through containerd: `ctr run` must fail with a message naming the cause, and leave nothing behind.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type KataSetup, newId, setupKata, waitNoLeftovers } from './shim-fixtures.js';
 
@@ -56,6 +59,16 @@ describe('ctr run with bad input', () => {
     const r = await runWith('/nonexistent/kata.toml', 'noconf');
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain('/nonexistent/kata.toml');
+  });
+
+  it('reports a guest that dies while booting with its console (kernel panic)', async () => {
+    const garbage = path.join(k.confDir, 'garbage-initrd.img');
+    fs.writeFileSync(garbage, crypto.randomBytes(4096));
+    const conf = k.writeConfig('badinitrd.toml', { 'hypervisor.qemu': { initrd: garbage } });
+    const r = await runWith(conf, 'badinitrd');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/the VM exited/);
+    expect(r.stderr).toMatch(/Kernel panic/);
   });
 
   it('reports QEMU failing to start with what QEMU said', async () => {
