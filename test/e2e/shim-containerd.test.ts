@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { KATA_RUNTIME } from '../helpers/containerd.js';
+import { KATA_RUNTIME, leftovers } from '../helpers/containerd.js';
 import { type KataSetup, guestKernelVersion, newId, setupKata, waitNoLeftovers } from './shim-fixtures.js';
 
 let k: KataSetup;
@@ -235,6 +235,51 @@ describe('ctr run with io.containerd.kata.v2', () => {
     // Two kernels booted: two boot ids.
     expect(ra.stdout.trim()).toMatch(/^[0-9a-f-]{36}$/);
     expect(ra.stdout.trim()).not.toBe(rb.stdout.trim());
+  });
+
+  it("runs a pod's containers in the sandbox's VM and shim (CRI annotations)", async () => {
+    const sid = id('pod');
+    const cid = id('podc');
+    const cri = (type: string) => [
+      '--annotation',
+      `io.kubernetes.cri.container-type=${type}`,
+      '--annotation',
+      `io.kubernetes.cri.sandbox-id=${sid}`,
+    ];
+    const r = await k.run(['-d', ...cri('sandbox'), k.image, sid, 'sleep', '600']);
+    expect(r.code, explain(r)).toBe(0);
+    try {
+      const sbBoot = await k.ctrd.ctr([
+        'task',
+        'exec',
+        '--exec-id',
+        'b',
+        sid,
+        'cat',
+        '/proc/sys/kernel/random/boot_id',
+      ]);
+      expect(sbBoot.code, explain(sbBoot)).toBe(0);
+      const c = await k.run([
+        '--rm',
+        ...cri('container'),
+        k.image,
+        cid,
+        'cat',
+        '/proc/sys/kernel/random/boot_id',
+      ]);
+      expect(c.code, explain(c)).toBe(0);
+      // Same kernel: the container ran in the sandbox's VM, served by the sandbox's shim.
+      expect(c.stdout.trim()).toBe(sbBoot.stdout.trim());
+      expect(leftovers([cid]).filter((l) => l.startsWith('process'))).toEqual([]);
+      const qemus = leftovers([sid]).filter((l) => /qemu-system/.test(l));
+      expect(qemus.length).toBe(1);
+    } finally {
+      await k.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', sid]);
+      for (let i = 0; i < 100 && (await k.ctrd.ctr(['task', 'delete', sid])).code !== 0; i++) {
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      await k.ctrd.ctr(['container', 'delete', sid]);
+    }
   });
 
   it('takes the configuration from --runtime-config-path (guest memory)', async () => {
