@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Health } from '../src/protocols/gen/health_pb.js';
 import { createClient } from '../src/protocols/ttrpc/index.js';
-import { ensureGuestImage } from '../test/helpers/guest-image.js';
+import { type GuestImageFiles, ensureGuestImage } from '../test/helpers/guest-image.js';
 import { bootVm } from '../test/helpers/vm.js';
 
 interface Sample {
@@ -24,7 +24,13 @@ interface Sample {
   outsideKernelMs: number;
 }
 
-function parseArgs(argv: string[]): { boots: number; memoryMiB: number; params: string[] } {
+function parseArgs(argv: string[]): {
+  boots: number;
+  memoryMiB: number;
+  params: string[];
+  imageDir?: string;
+} {
+  let imageDir: string | undefined;
   let boots = 5;
   let memoryMiB = 512;
   const params: string[] = [];
@@ -32,19 +38,20 @@ function parseArgs(argv: string[]): { boots: number; memoryMiB: number; params: 
     const a = argv[i]!;
     if (a === '--memory') memoryMiB = Number(argv[++i]);
     else if (a === '--param') params.push(argv[++i]!);
+    else if (a === '--image') imageDir = argv[++i];
     else if (/^\d+$/.test(a)) boots = Number(a);
     else
       throw new Error(
-        `guest-boot: unknown argument ${a} (usage: guest-boot [N] [--memory MiB] [--param k=v])`,
+        `guest-boot: unknown argument ${a} (usage: guest-boot [N] [--memory MiB] [--param k=v] [--image DIR])`,
       );
   }
   if (!(boots > 0) || !(memoryMiB >= 128)) throw new Error('guest-boot: N must be > 0 and --memory >= 128');
-  return { boots, memoryMiB, params };
+  return { boots, memoryMiB, params, imageDir };
 }
 
-async function oneBoot(memoryMiB: number, params: string[]): Promise<Sample> {
+async function oneBoot(image: GuestImageFiles, memoryMiB: number, params: string[]): Promise<Sample> {
   const t0 = performance.now();
-  const vm = await bootVm({ memoryMiB, kernelParams: params });
+  const vm = await bootVm({ image, memoryMiB, kernelParams: params });
   try {
     const client = await vm.connectAgent();
     const bootToReadyMs = performance.now() - t0;
@@ -70,20 +77,35 @@ async function oneBoot(memoryMiB: number, params: string[]): Promise<Sample> {
   }
 }
 
+/** A built image directory other than build/guest (for comparing builds). */
+function imageFromDir(dir: string): GuestImageFiles {
+  const m = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as {
+    kernel: { file: string };
+    initrd: { file: string };
+    kernelParams: string;
+  };
+  return {
+    dir,
+    kernel: path.join(dir, m.kernel.file),
+    initrd: path.join(dir, m.initrd.file),
+    kernelParams: m.kernelParams,
+  };
+}
+
 function stats(xs: number[]): { min: number; median: number; max: number } {
   const s = [...xs].sort((a, b) => a - b);
   return { min: s[0]!, median: s[Math.floor(s.length / 2)]!, max: s[s.length - 1]! };
 }
 
 async function main(): Promise<void> {
-  const { boots, memoryMiB, params } = parseArgs(process.argv.slice(2));
-  const image = await ensureGuestImage();
+  const { boots, memoryMiB, params, imageDir } = parseArgs(process.argv.slice(2));
+  const image = imageDir ? imageFromDir(imageDir) : await ensureGuestImage();
   const manifest = JSON.parse(fs.readFileSync(path.join(image.dir, 'manifest.json'), 'utf8')) as {
     initrd: { size: number; compression: string; uncompressedSize: number };
   };
   const samples: Sample[] = [];
   for (let i = 0; i < boots; i++) {
-    const s = await oneBoot(memoryMiB, params);
+    const s = await oneBoot(image, memoryMiB, params);
     process.stderr.write(`boot ${i + 1}/${boots}: ready in ${s.bootToReadyMs} ms\n`);
     samples.push(s);
   }

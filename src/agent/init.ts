@@ -217,8 +217,9 @@ function mountAll(specs: MountSpec[]): string[] {
 /** Where the image builder lists the modules to load at boot (one name a line, `#` comments). */
 export const MODULES_LOAD_FILE = '/etc/modules-load.d/kata-agent.conf';
 
+/** The running kernel's module dir. Read from /proc, not os.release(), which a V8 startup snapshot would freeze. */
 function modulesDir(): string {
-  return path.join('/lib/modules', os.release());
+  return path.join('/lib/modules', fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim());
 }
 
 /** modules.dep of the running kernel: module name → [its .ko path, then its dependencies' paths]. */

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
+import v8 from 'node:v8';
 import { logger, setLogLevel } from '../common/log.js';
 import { AgentService } from '../protocols/gen/agent_pb.js';
 import { Health } from '../protocols/gen/health_pb.js';
@@ -34,7 +35,8 @@ async function main(): Promise<void> {
   };
   const isInit = process.pid === 1;
   const mounted = isInit ? mountBasics() : []; // /proc first: the options are on the kernel command line
-  const cmdline = isInit ? fs.readFileSync('/proc/cmdline', 'utf8') : process.argv.slice(2).join(' ');
+  const args = process.argv.slice(fromSnapshot ? 1 : 2);
+  const cmdline = isInit ? fs.readFileSync('/proc/cmdline', 'utf8') : args.join(' ');
   const { config, warnings } = parseKernelCmdline(cmdline);
   setLogLevel(config.logLevel);
   const log = logger('agent');
@@ -144,9 +146,33 @@ function roundTimes(t: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(t).map(([k, v]) => [k, Math.round(v * 1000) / 1000]));
 }
 
-main().catch(async (e: unknown) => {
-  const log = logger('agent');
-  log.fatal({ err: e }, 'agent failed to start');
-  if (process.pid === 1) await powerOff(log);
-  process.exit(1);
-});
+/** Set when main runs from a V8 startup snapshot: then process.argv has no script path. */
+let fromSnapshot = false;
+
+function start(): void {
+  main().catch(async (e: unknown) => {
+    const log = logger('agent');
+    log.fatal({ err: e }, 'agent failed to start');
+    if (process.pid === 1) await powerOff(log);
+    process.exit(1);
+  });
+}
+
+// The guest image runs the agent from a V8 startup snapshot (src/image/snapshot.ts): every module is evaluated
+// when the image is built, and this function runs at boot. KATA_AGENT_CHECK_SNAPSHOT=1 only checks that the
+// snapshot loads (the image builder does that on the host).
+interface StartupSnapshot {
+  isBuildingSnapshot(): boolean;
+  setDeserializeMainFunction(fn: () => void): void;
+}
+const snapshot = (v8 as unknown as { startupSnapshot?: StartupSnapshot }).startupSnapshot;
+if (snapshot?.isBuildingSnapshot()) {
+  snapshot.setDeserializeMainFunction(() => {
+    if (process.env.KATA_AGENT_CHECK_SNAPSHOT === '1') {
+      process.stdout.write('kata-agent snapshot ok\n');
+      return;
+    }
+    fromSnapshot = true;
+    start();
+  });
+} else start();

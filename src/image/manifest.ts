@@ -23,6 +23,8 @@ export interface GuestManifest {
   initrd: ArtifactInfo & { compression: Compression; uncompressedSize: number; files: number };
   /** Kernel command line the guest needs (the runtime adds its own, e.g. Kata's per-arch list). */
   kernelParams: string;
+  /** How the guest's node starts the agent: from a V8 startup snapshot, or by loading the bundle. */
+  agentStart: 'snapshot' | 'bundle';
   agentVersion: string;
   nodeVersion: string;
   crunVersion: string;

@@ -87,6 +87,7 @@ describe('guest rootfs layout', () => {
       agentBundle: '/dev/null',
       node: '/dev/null',
       nodeFlags: ['--max-semi-space-size=16'],
+      snapshot: undefined,
       crun: { ...file, path: '/usr/bin/crun' },
       busybox: { ...file, path: '/usr/bin/busybox' },
       busyboxApplets: ['bin/sh', 'sbin/modprobe', 'linuxrc'],

@@ -1,0 +1,96 @@
+// A V8 startup snapshot of the agent: node evaluates every module of the bundle (protobuf descriptors, pino, ...)
+// on the build host, and the guest's node starts from that heap. Under TCG this cuts the agent's load from ~2.3 s
+// to ~0.7 s (bench/guest-boot.ts). The snapshot must be made by the very node binary the guest runs.
+import fs from 'node:fs';
+import path from 'node:path';
+import { run } from './steps.js';
+
+/** Where the agent is in the guest; the snapshot resolves koffi from there at run time. */
+export const GUEST_SNAPSHOT_PATH = '/usr/lib/kata-agent/kata-agent.blob';
+
+/**
+ * Wraps the CommonJS form of the bundle as a snapshot entry script. Node's snapshot builder only has `require`
+ * for built-in modules, so koffi (a native addon, which cannot be in a snapshot anyway) is a proxy that loads the
+ * real module on first use, at run time in the guest.
+ */
+export function snapshotEntry(cjsBundle: string, guestAgentFile: string): string {
+  return `'use strict';
+var __kataFile = ${JSON.stringify(guestAgentFile)};
+var __kataImportMetaUrl = 'file://' + __kataFile;
+var __kataRequire = (function (builtinRequire) {
+  var koffi;
+  var lazyKoffi = new Proxy({}, {
+    get: function (_, key) {
+      if (key === '__esModule' || key === 'then') return undefined;
+      if (!koffi) koffi = builtinRequire('module').createRequire(__kataFile)('koffi');
+      return koffi[key];
+    },
+    ownKeys: function () { return []; },
+  });
+  return function (id) { return id === 'koffi' ? lazyKoffi : builtinRequire(id); };
+})(require);
+(function (module, exports, require) {
+${cjsBundle}
+})({ exports: {} }, {}, __kataRequire);
+`;
+}
+
+export interface SnapshotInputs {
+  /** The repo or installed tree (for node_modules/.bin/esbuild). */
+  root: string;
+  agentBundle: string;
+  /** The node binary the guest runs (the unstripped original: same code). */
+  node: string;
+  /** A directory to work in (kept: a later build with the same inputs reuses the blob). */
+  workDir: string;
+  guestAgentFile: string;
+}
+
+/** The esbuild CLI that converts the ESM bundle to CommonJS, or undefined in a tree without dev dependencies. */
+export function findEsbuild(root: string): string | undefined {
+  const bin = path.join(root, 'node_modules', '.bin', 'esbuild');
+  return fs.existsSync(bin) ? bin : undefined;
+}
+
+/** Builds (or reuses) the snapshot blob; throws with the reason when it cannot be made or does not load. */
+export async function buildAgentSnapshot(i: SnapshotInputs): Promise<string> {
+  const blob = path.join(i.workDir, 'kata-agent.blob');
+  const ok = path.join(i.workDir, '.ok');
+  if (fs.existsSync(ok) && fs.existsSync(blob)) return blob;
+  const esbuild = findEsbuild(i.root);
+  if (!esbuild)
+    throw new Error(`esbuild (an npm dev dependency) is not installed under ${i.root}/node_modules`);
+  fs.rmSync(i.workDir, { recursive: true, force: true });
+  fs.mkdirSync(i.workDir, { recursive: true });
+  const cjs = path.join(i.workDir, 'kata-agent.cjs');
+  await run(esbuild, [
+    i.agentBundle,
+    '--format=cjs',
+    '--platform=node',
+    '--target=node20',
+    '--define:import.meta.url=__kataImportMetaUrl',
+    `--outfile=${cjs}`,
+    '--log-level=error',
+  ]);
+  const entry = path.join(i.workDir, 'entry.js');
+  fs.writeFileSync(entry, snapshotEntry(fs.readFileSync(cjs, 'utf8'), i.guestAgentFile));
+  const args = ['--snapshot-blob', blob, '--build-snapshot', entry];
+  try {
+    // In a new pid namespace node is pid 1, as the agent is in the guest: the logger's `pid` field is taken
+    // when the snapshot is made.
+    await run('unshare', ['--pid', '--fork', '--mount-proc', i.node, ...args], { cwd: i.workDir });
+  } catch (e) {
+    // Only when unshare itself cannot run (not installed, not permitted): a failing snapshot build is an error.
+    if (!/unshare: |unshare is not installed/.test((e as Error).message)) throw e;
+    await run(i.node, args, { cwd: i.workDir });
+  }
+  const check = await run(i.node, ['--snapshot-blob', blob], {
+    cwd: i.workDir,
+    env: { ...process.env, KATA_AGENT_CHECK_SNAPSHOT: '1' },
+  });
+  if (!check.stdout.includes('kata-agent snapshot ok')) {
+    throw new Error(`the snapshot does not load: ${(check.stdout + check.stderr).trim().slice(-500)}`);
+  }
+  fs.writeFileSync(ok, '');
+  return blob;
+}
