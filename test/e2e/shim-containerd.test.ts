@@ -282,6 +282,25 @@ describe('ctr run with io.containerd.kata.v2', () => {
     }
   });
 
+  it('cleans up after a shim that was killed (containerd runs shim delete)', async () => {
+    const cid = id('crash');
+    const r = await k.run(['-d', k.image, cid, 'sleep', '600']);
+    expect(r.code, explain(r)).toBe(0);
+    try {
+      const bundle = path.join(k.ctrd.dir, 'state/io.containerd.runtime.v2.task', k.ctrd.namespace, cid);
+      const shimPid = Number(fs.readFileSync(path.join(bundle, 'shim.pid'), 'utf8'));
+      expect(fs.existsSync(`/run/kata/${cid}/state.json`)).toBe(true);
+      process.kill(shimPid, 'SIGKILL');
+      // containerd notices the closed connection, runs `shim delete`, which kills QEMU and virtiofsd and unmounts.
+      expect(await waitNoLeftovers([cid], 60_000)).toEqual([]);
+      const ls = await k.ctrd.ctr(['task', 'ls']);
+      expect(ls.stdout).not.toMatch(new RegExp(`${cid}\\s+\\d+\\s+RUNNING`));
+    } finally {
+      await k.ctrd.ctr(['task', 'delete', '--force', cid]);
+      await k.ctrd.ctr(['container', 'delete', cid]);
+    }
+  });
+
   it('takes the configuration from --runtime-config-path (guest memory)', async () => {
     const small = k.writeConfig('small.toml', { 'hypervisor.qemu': { default_memory: 512 } });
     const big = k.writeConfig('big.toml', { 'hypervisor.qemu': { default_memory: 1536 } });
