@@ -1,19 +1,22 @@
-// kata-agent: PID 1 in the guest VM. Sets the guest up, then serves grpc.AgentService and grpc.Health over
-// ttrpc on the virtio-serial port `agent.channel.0` and on vsock port 1024. On a host (not PID 1) it skips
-// the set-up and the power-off, and takes its options as arguments: `kata-agent agent.server_addr=unix:///x`.
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import v8 from 'node:v8';
+// kata-agent: PID 1 in the guest VM. Sets the guest up, then serves grpc.AgentService and grpc.Health over
+// ttrpc on the virtio-serial port `agent.channel.0` and on vsock port 1024. On a host (not PID 1) it skips
+// the set-up and the power-off, and takes its options as arguments: `kata-agent agent.server_addr=unix:///x`.
+import type { DescService } from '@bufbuild/protobuf';
 import { logger, setLogLevel } from '../common/log.js';
 import { AgentService } from '../protocols/gen/agent_pb.js';
 import { Health } from '../protocols/gen/health_pb.js';
-import { TtrpcServer } from '../protocols/ttrpc/index.js';
+import { type CallContext, type ServiceImpl, TtrpcServer } from '../protocols/ttrpc/index.js';
 import { VirtioPortChannel } from './channel.js';
 import {
+  CHANNEL_MODULES,
   type InitReport,
   bootModules,
   initGuest,
+  loadKernelModulesInBackground,
   mountBasics,
   parseKernelCmdline,
   powerOff,
@@ -43,8 +46,13 @@ async function main(): Promise<void> {
   for (const w of warnings) log.warn(w);
 
   let report: InitReport | undefined;
+  const modules = isInit ? bootModules() : [];
   if (isInit) {
-    report = initGuest(config, bootModules(), mounted);
+    report = initGuest(
+      config,
+      modules.filter((m) => CHANNEL_MODULES.includes(m)),
+      mounted,
+    );
     times.initDone = uptimeSeconds();
     log.info({ ...report, problems: undefined }, 'guest init done');
     for (const p of report.problems) log.error(p);
@@ -58,7 +66,13 @@ async function main(): Promise<void> {
   const services = createAgentService({
     onDestroySandbox: () => void shutdown('DestroySandbox'),
   });
-  server.register(AgentService, services.agent).register(Health, services.health);
+  // Other modules (virtio-fs, overlay, block, net, ...) load while the agent already answers Health; every other
+  // RPC waits for them, so that no request sees a filesystem or device driver missing.
+  let modulesLoaded: () => void = () => {};
+  const modulesReady = new Promise<void>((resolve) => {
+    modulesLoaded = resolve;
+  });
+  server.register(AgentService, afterModules(services.agent, modulesReady)).register(Health, services.health);
 
   let port: VirtioPortChannel | undefined;
   let vsock: VsockListener | undefined;
@@ -133,6 +147,14 @@ async function main(): Promise<void> {
     }
   }
   times.listening = uptimeSeconds();
+  const later = modules.filter((m) => !CHANNEL_MODULES.includes(m));
+  const t0 = performance.now();
+  void loadKernelModulesInBackground(later).then(({ loaded, problems }) => {
+    modulesLoaded();
+    if (loaded.length)
+      log.info({ modules: loaded, ms: Math.round(performance.now() - t0) }, 'kernel modules loaded');
+    for (const p of problems) log.error(p);
+  });
   if (config.debugConsole && isInit) debugConsole = startDebugConsole(log);
   if (!listening.length) {
     log.fatal('no channel to serve on (no virtio-serial port, no vsock, no agent.server_addr)');
@@ -140,6 +162,19 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   log.info({ listening, uptimes: roundTimes(times), pid: process.pid }, 'agent ready');
+}
+
+/** Wraps each handler so that it first waits for `ready`. */
+function afterModules<S extends DescService>(impl: ServiceImpl<S>, ready: Promise<void>): ServiceImpl<S> {
+  const out: Record<string, unknown> = {};
+  for (const [name, handler] of Object.entries(impl as Record<string, unknown>)) {
+    if (typeof handler !== 'function') continue;
+    out[name] = async (req: unknown, ctx: CallContext) => {
+      await ready;
+      return (handler as (r: unknown, c: CallContext) => unknown).call(impl, req, ctx);
+    };
+  }
+  return out as ServiceImpl<S>;
 }
 
 function roundTimes(t: Record<string, number>): Record<string, number> {

@@ -136,6 +136,13 @@ describe.skipIf(!canRun)('guest image boot', () => {
       expect.arrayContaining(['/proc', '/sys', '/dev', '/dev/pts', '/dev/shm', '/run', '/sys/fs/cgroup']),
     );
     expect(init!.modules).toEqual(expect.arrayContaining(['virtio_pci', 'virtio_console']));
+    const later = consoleRecord(
+      await vm.waitForConsole(/"msg":"kernel modules loaded"/).then(() => vm.console()),
+      'kernel modules loaded',
+    );
+    expect(later!.modules).toEqual(
+      expect.arrayContaining(['virtiofs', 'overlay', 'virtio_blk', 'virtio_net']),
+    );
     expect(init!.cgroupControllers).toEqual(expect.arrayContaining(['cpu', 'memory', 'pids']));
     expect(init!.hostname).toBe('guest-test');
     expect(init!.loopback).toBe(true);
@@ -203,6 +210,8 @@ describe.skipIf(!canRun)('guest image boot', () => {
       vms.push(vm);
       expect(vm.virtiofsdPid).toBeGreaterThan(0);
       const client = await vm.connectAgent();
+      // The shell is not an RPC: it does not wait for the modules the agent loads in the background.
+      await vm.waitForConsole(/"msg":"kernel modules loaded"/);
       const shell = await DebugShell.open(vm.debugConsoleSocket!);
       const out = await shell.run(
         'mkdir -p /mnt/share && mount -t virtiofs kataShared /mnt/share && cat /mnt/share/hello.txt',
