@@ -187,6 +187,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
       const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
       await exited;
       clearTimeout(timer);
+      await stopOrphanShims(socket, namespace);
       // Snapshot mounts containerd left behind must go before the tree is removed (rm would descend into them).
       for (const m of mountsUnder(dir)) {
         try {
@@ -201,6 +202,61 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Pids and ids of kata shims this containerd started (their command line names its socket). */
+function shimsOf(socket: string): { pid: number; id: string }[] {
+  const out: { pid: number; id: string }[] = [];
+  for (const p of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    let argv: string[];
+    try {
+      argv = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    if (!argv.some((a) => a.includes('containerd-shim-kata-v2'))) continue;
+    const flag = (name: string) => argv[argv.indexOf(name) + 1];
+    if (flag('-address') === socket && flag('-id')) out.push({ pid: Number(p), id: flag('-id')! });
+  }
+  return out;
+}
+
+/**
+ * Shims outlive containerd by design; a test's containerd must not leave its shims (and their VMs) behind.
+ * SIGTERM makes a shim stop its sandbox; `shim delete` then removes whatever is left, as containerd would.
+ */
+async function stopOrphanShims(socket: string, namespace: string): Promise<void> {
+  const shims = shimsOf(socket);
+  for (const s of shims) {
+    try {
+      process.kill(s.pid, 'SIGTERM');
+    } catch {
+      // gone already
+    }
+  }
+  const deadline = Date.now() + 30_000;
+  while (shimsOf(socket).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  for (const s of shimsOf(socket)) {
+    try {
+      process.kill(s.pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+  const shim = path.join(REPO, 'dist/containerd-shim-kata-v2.mjs');
+  for (const s of shims) {
+    try {
+      execFileSync(
+        process.execPath,
+        [shim, '-namespace', namespace, '-address', socket, '-id', s.id, 'delete'],
+        {
+          stdio: 'ignore',
+        },
+      );
+    } catch {
+      // best effort: leftovers() in the tests reports what remains
+    }
+  }
 }
 
 /** Host leftovers of the given sandboxes: processes, mounts and directories that should be gone. */
