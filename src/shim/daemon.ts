@@ -2,14 +2,13 @@
 // publishes task events to containerd, and exits once Shutdown finds no container left (or on SIGTERM).
 import fs from 'node:fs';
 import net from 'node:net';
-import path from 'node:path';
 import type { Logger } from '../common/log.js';
 import { Task } from '../protocols/gen/github.com/containerd/containerd/runtime/v2/task/shim_pb.js';
 import { TtrpcServer } from '../protocols/ttrpc/index.js';
 import { errorMessage } from '../runtime/errors.js';
 import { phase } from '../runtime/sandbox.js';
 import { realDeps } from '../runtime/wiring.js';
-import { removeSocket, socketPath } from './address.js';
+import { removeSocket, socketAddress, socketPath } from './address.js';
 import type { ShimArgs } from './args.js';
 import { EventPublisher } from './events.js';
 import { LISTEN_FD_ENV } from './start.js';
@@ -26,7 +25,6 @@ function listenOn(srv: net.Server, where: { fd: number } | { path: string }): Pr
 }
 
 export async function runDaemon(args: ShimArgs, log: Logger): Promise<void> {
-  const bundle = path.resolve(args.bundle || process.cwd());
   const publisher = new EventPublisher(process.env.TTRPC_ADDRESS ?? '', args.namespace, log);
   const server = new TtrpcServer({
     onConnectionError: (e) => log.debug({ err: e.message }, 'ttrpc connection error'),
@@ -40,12 +38,10 @@ export async function runDaemon(args: ShimArgs, log: Logger): Promise<void> {
     listener.close();
     await publisher.flush(5000);
     publisher.close();
-    // The socket was bound by `start` (we only inherited it): remove it ourselves.
-    try {
-      removeSocket(fs.readFileSync(path.join(bundle, 'address'), 'utf8').trim());
-    } catch {
-      if (args.socket) fs.rmSync(args.socket, { force: true });
-    }
+    // The socket was bound by `start` (we only inherited it): remove it ourselves. Its address follows from our
+    // flags, so this works even when the bundle (and its `address` file) is already gone.
+    if (args.socket) fs.rmSync(args.socket, { force: true });
+    else removeSocket(socketAddress(args.address, args.namespace, args.id));
     process.exit(code);
   };
   const { impl, runtime } = createTaskService({
