@@ -14,8 +14,16 @@ interface Sample {
   kernelToInitMs: number;
   /** node start → the agent's main() runs (node bootstrap, loading the bundle). */
   nodeLoadMs: number;
-  /** main() → listening (mounts, modules, cgroups, channel). */
+  /** main() → listening (mounts, modules, cgroups, channel), and its parts: */
   agentInitMs: number;
+  /** main() → basic mounts done (includes loading koffi). */
+  mountsMs: number;
+  /** mounts → init done (channel modules, host name, lo, cgroups). */
+  initMs: number;
+  /** init → agent services created. */
+  servicesMs: number;
+  /** services → listening (virtio-serial port found and open). */
+  channelMs: number;
   /** node start → listening: the agent's whole start-up. */
   agentStartMs: number;
   /** One Health.Check round trip once connected. */
@@ -61,13 +69,24 @@ async function oneBoot(image: GuestImageFiles, memoryMiB: number, params: string
     const rpcMs = performance.now() - r0;
     client.close();
     const m = await vm.waitForConsole(/"uptimes":(\{[^}]*\})[^\n]*"agent ready"/, 30_000);
-    const up = JSON.parse(m[1]!) as { nodeStart: number; agentMain: number; listening: number };
+    const up = JSON.parse(m[1]!) as {
+      nodeStart: number;
+      agentMain: number;
+      mounted: number;
+      initDone: number;
+      services: number;
+      listening: number;
+    };
     const ms = (s: number) => Math.round(s * 1000);
     return {
       bootToReadyMs: Math.round(bootToReadyMs),
       kernelToInitMs: ms(up.nodeStart),
       nodeLoadMs: ms(up.agentMain - up.nodeStart),
       agentInitMs: ms(up.listening - up.agentMain),
+      mountsMs: ms(up.mounted - up.agentMain),
+      initMs: ms(up.initDone - up.mounted),
+      servicesMs: ms(up.services - up.initDone),
+      channelMs: ms(up.listening - up.services),
       agentStartMs: ms(up.listening - up.nodeStart),
       rpcMs: Math.round(rpcMs * 10) / 10,
       outsideKernelMs: Math.round(bootToReadyMs - up.listening * 1000),

@@ -366,6 +366,19 @@ function finitModuleAsync(): AsyncInsert {
 
 /** Modules the agent's channels need: loaded before it listens. The rest load in the background. */
 export const CHANNEL_MODULES = ['virtio_pci', 'virtio_console', 'vsock', 'vmw_vsock_virtio_transport'];
+const VSOCK_MODULES = ['vsock', 'vmw_vsock_virtio_transport'];
+const VIRTIO_ID_VSOCK = 19;
+
+/** True when the VM has a virtio device of this type (virtio_pci must be loaded to see them). */
+function hasVirtioDevice(id: number): boolean {
+  try {
+    return fs
+      .readdirSync('/sys/bus/virtio/devices')
+      .some((d) => Number(fs.readFileSync(`/sys/bus/virtio/devices/${d}/device`, 'utf8').trim()) === id);
+  } catch {
+    return false;
+  }
+}
 
 /** Modules the image asked to load at boot, in order. */
 export function bootModules(file = MODULES_LOAD_FILE): string[] {
@@ -458,7 +471,10 @@ export function initGuest(config: AgentConfig, modules: string[], mounted: strin
   let loadedMods: string[] = [];
   const t0 = performance.now();
   try {
-    loadedMods = loadKernelModules(modules);
+    // The vsock modules only when the VM has a vsock device: without one they would only delay the agent.
+    loadedMods = loadKernelModules(modules.filter((m) => !VSOCK_MODULES.includes(m)));
+    const vsock = modules.filter((m) => VSOCK_MODULES.includes(m));
+    if (vsock.length && hasVirtioDevice(VIRTIO_ID_VSOCK)) loadedMods.push(...loadKernelModules(vsock));
   } catch (e) {
     problems.push((e as Error).message);
   }

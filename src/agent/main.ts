@@ -38,6 +38,7 @@ async function main(): Promise<void> {
   };
   const isInit = process.pid === 1;
   const mounted = isInit ? mountBasics() : []; // /proc first: the options are on the kernel command line
+  times.mounted = uptimeSeconds();
   const args = process.argv.slice(fromSnapshot ? 1 : 2);
   const cmdline = isInit ? fs.readFileSync('/proc/cmdline', 'utf8') : args.join(' ');
   const { config, warnings } = parseKernelCmdline(cmdline);
@@ -66,6 +67,7 @@ async function main(): Promise<void> {
   const services = createAgentService({
     onDestroySandbox: () => void shutdown('DestroySandbox'),
   });
+  times.services = uptimeSeconds();
   // Other modules (virtio-fs, overlay, block, net, ...) load while the agent already answers Health; every other
   // RPC waits for them, so that no request sees a filesystem or device driver missing.
   let modulesLoaded: () => void = () => {};

@@ -239,6 +239,23 @@ describe.skipIf(!canRun)('guest image boot', () => {
     }
   });
 
+  it('names the step and the package when an input is missing, and writes nothing', async () => {
+    const { buildGuestImage, ImageBuildError } = await import('../../src/image/index.js');
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-image-bad-'));
+    try {
+      const err = await buildGuestImage({ outDir: out, busyboxBinary: '/nonexistent/busybox' }).catch(
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(ImageBuildError);
+      expect((err as Error).message).toMatch(
+        /at step "inputs": busybox \(Debian package busybox-static\) not found at \/nonexistent\/busybox/,
+      );
+      expect(fs.readdirSync(out)).toEqual([]);
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  });
+
   it('rejects a missing share directory and leaves nothing behind', async () => {
     const runDir = path.join(os.tmpdir(), `kata-vm-bad-share-${process.pid}`);
     await expect(bootVm({ shareDir: '/nonexistent/share', runDir })).rejects.toThrow(
