@@ -32,13 +32,17 @@ interface Sample {
   outsideKernelMs: number;
 }
 
-function parseArgs(argv: string[]): {
+interface Args {
   boots: number;
   memoryMiB: number;
   params: string[];
+  qemuArgs: string[];
   imageDir?: string;
-} {
+}
+
+function parseArgs(argv: string[]): Args {
   let imageDir: string | undefined;
+  const qemuArgs: string[] = [];
   let boots = 5;
   let memoryMiB = 512;
   const params: string[] = [];
@@ -47,19 +51,20 @@ function parseArgs(argv: string[]): {
     if (a === '--memory') memoryMiB = Number(argv[++i]);
     else if (a === '--param') params.push(argv[++i]!);
     else if (a === '--image') imageDir = argv[++i];
+    else if (a === '--qemu') qemuArgs.push(...argv[++i]!.split(' '));
     else if (/^\d+$/.test(a)) boots = Number(a);
     else
       throw new Error(
-        `guest-boot: unknown argument ${a} (usage: guest-boot [N] [--memory MiB] [--param k=v] [--image DIR])`,
+        `guest-boot: unknown argument ${a} (usage: guest-boot [N] [--memory MiB] [--param k=v] [--image DIR] [--qemu 'ARGS'])`,
       );
   }
   if (!(boots > 0) || !(memoryMiB >= 128)) throw new Error('guest-boot: N must be > 0 and --memory >= 128');
-  return { boots, memoryMiB, params, imageDir };
+  return { boots, memoryMiB, params, qemuArgs, imageDir };
 }
 
-async function oneBoot(image: GuestImageFiles, memoryMiB: number, params: string[]): Promise<Sample> {
+async function oneBoot(image: GuestImageFiles, a: Args): Promise<Sample> {
   const t0 = performance.now();
-  const vm = await bootVm({ image, memoryMiB, kernelParams: params });
+  const vm = await bootVm({ image, memoryMiB: a.memoryMiB, kernelParams: a.params, extraArgs: a.qemuArgs });
   try {
     const client = await vm.connectAgent();
     const bootToReadyMs = performance.now() - t0;
@@ -117,14 +122,15 @@ function stats(xs: number[]): { min: number; median: number; max: number } {
 }
 
 async function main(): Promise<void> {
-  const { boots, memoryMiB, params, imageDir } = parseArgs(process.argv.slice(2));
+  const args = parseArgs(process.argv.slice(2));
+  const { boots, memoryMiB, params, qemuArgs, imageDir } = args;
   const image = imageDir ? imageFromDir(imageDir) : await ensureGuestImage();
   const manifest = JSON.parse(fs.readFileSync(path.join(image.dir, 'manifest.json'), 'utf8')) as {
     initrd: { size: number; compression: string; uncompressedSize: number };
   };
   const samples: Sample[] = [];
   for (let i = 0; i < boots; i++) {
-    const s = await oneBoot(image, memoryMiB, params);
+    const s = await oneBoot(image, args);
     process.stderr.write(`boot ${i + 1}/${boots}: ready in ${s.bootToReadyMs} ms\n`);
     samples.push(s);
   }
@@ -150,7 +156,7 @@ async function main(): Promise<void> {
   fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.writeFileSync(
     out,
-    `${JSON.stringify({ bench: 'guest-boot', boots, memoryMiB, params, initrd: manifest.initrd, table, agentStartShare: share, samples }, null, 2)}\n`,
+    `${JSON.stringify({ bench: 'guest-boot', boots, memoryMiB, params, qemuArgs, initrd: manifest.initrd, table, agentStartShare: share, samples }, null, 2)}\n`,
   );
   console.log(`wrote ${out}`);
 }

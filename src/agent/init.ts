@@ -192,15 +192,16 @@ function mountedTargets(): Set<string> {
 }
 
 function mountAll(specs: MountSpec[]): string[] {
-  const done: string[] = [];
   for (const m of specs) {
+    // /init may have mounted /proc already (it reads the CPU flags).
     if (mountedTargets().has(m.target)) continue;
     fs.mkdirSync(m.target, { recursive: true });
     if (libc().mount(m.source, m.target, m.fstype, m.flags, m.data) !== 0) {
       throw sysError(`mounting ${m.fstype} on ${m.target}`, libc().errno());
     }
-    done.push(m.target);
   }
+  const present = mountedTargets();
+  const done = specs.map((m) => m.target).filter((t) => present.has(t));
   // The usual /dev links (devtmpfs does not make them); containers and shells expect them.
   for (const [link, target] of [
     ['/dev/fd', '/proc/self/fd'],
@@ -460,7 +461,7 @@ export interface InitReport {
   problems: string[];
 }
 
-/** The mounts that everything else needs; done first so that /proc, /sys and /dev exist. */
+/** The mounts that everything else needs, done first; returns those in place (by the agent or by /init). */
 export function mountBasics(): string[] {
   return mountAll(BASE_MOUNTS);
 }

@@ -29,7 +29,7 @@ import {
   writeManifest,
 } from './manifest.js';
 import { GUEST_AGENT_FILE, generatedText, rootfsEntries } from './rootfs.js';
-import { buildAgentSnapshot, findEsbuild } from './snapshot.js';
+import { type CpuFeatures, buildAgentSnapshot, findEsbuild, hostCpuFeatures } from './snapshot.js';
 import { ImageBuildError, type Progress, run, step } from './steps.js';
 
 export { ImageBuildError } from './steps.js';
@@ -37,7 +37,7 @@ export type { GuestManifest } from './manifest.js';
 export type { Compression } from './compress.js';
 
 /** Bump when the layout or the way of building changes (rootfs.ts, kernel.ts), so that old images are rebuilt. */
-export const BUILDER_VERSION = '3';
+export const BUILDER_VERSION = '4';
 
 export const DEFAULT_IMAGE_DIR = '/usr/share/kata-containers';
 export const DEFAULT_CACHE_DIR = '/var/cache/kata-ts';
@@ -168,7 +168,7 @@ async function build(
     builder: BUILDER_VERSION,
     kernel: [kpkg.name, kpkg.version],
     compression,
-    generated: generatedText(NODE_FLAGS, snapshotPlanned),
+    generated: generatedText(NODE_FLAGS, snapshotPlanned ? hostCpuFeatures() : undefined),
     kernelParams: GUEST_KERNEL_PARAMS,
     files: [
       inputs.node,
@@ -205,11 +205,11 @@ async function build(
   const strippedNode = await step('node: strip', () => stripNode(inputs.node, cacheDir));
   say(`node: ${mib(fs.statSync(strippedNode).size)} stripped`);
 
-  let snapshot: string | undefined;
+  let snapshot: { blob: string; cpu: CpuFeatures } | undefined;
   if (snapshotPlanned) {
     say('agent: building the V8 startup snapshot');
     try {
-      snapshot = await buildAgentSnapshot({
+      const blob = await buildAgentSnapshot({
         root,
         agentBundle: inputs.agent.source,
         node: inputs.node.source,
@@ -219,7 +219,8 @@ async function build(
         ),
         guestAgentFile: GUEST_AGENT_FILE,
       });
-      say(`agent: snapshot ${mib(fs.statSync(snapshot).size)}`);
+      snapshot = { blob, cpu: hostCpuFeatures() };
+      say(`agent: snapshot ${mib(fs.statSync(blob).size)} (for CPUs with ${snapshot.cpu.has.join(' ')})`);
     } catch (e) {
       say(`agent: no snapshot (${(e as Error).message}); the guest loads the bundle (slower start)`);
     }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { MODULES_LOAD_FILE } from '../agent/init.js';
 import type { CpioEntry } from './cpio.js';
 import type { FileInput } from './inputs.js';
-import { GUEST_SNAPSHOT_PATH, snapshotEntry } from './snapshot.js';
+import { type CpuFeatures, GUEST_SNAPSHOT_PATH, snapshotEntry } from './snapshot.js';
 
 /** Where the agent lives in the guest; its node_modules holds koffi. */
 export const GUEST_AGENT_DIR = '/usr/lib/kata-agent';
@@ -16,8 +16,8 @@ export interface RootfsInputs {
   node: string;
   /** V8 flags for the agent's node (measured under TCG; see bench/guest-boot.ts). */
   nodeFlags: string[];
-  /** The agent's V8 startup snapshot; without one, node loads the bundle. */
-  snapshot?: string;
+  /** The agent's V8 startup snapshot and the CPU features it needs; without one, node loads the bundle. */
+  snapshot?: { blob: string; cpu: CpuFeatures };
   crun: FileInput;
   busybox: FileInput;
   /** Applet paths as `busybox --list-full` prints them (usr/bin/ls, sbin/ip, ...). */
@@ -48,22 +48,39 @@ if (native.version !== require('./package.json').version) throw new Error('Misma
 module.exports = native;
 `;
 
-export function initScript(nodeFlags: string[], snapshot: boolean): string {
-  const start = snapshot ? `--snapshot-blob ${GUEST_SNAPSHOT_PATH}` : `${GUEST_AGENT_DIR}/kata-agent.mjs`;
-  return [
+export function initScript(nodeFlags: string[], cpu?: CpuFeatures): string {
+  const flags = nodeFlags.join(' ');
+  const lines = [
     '#!/bin/sh',
     '# kata-ts guest init: the agent replaces this shell and runs as PID 1.',
     'export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root',
-    `exec /usr/bin/node ${nodeFlags.join(' ')} ${start}`.replace(/\s+/g, ' '),
-    '',
-  ].join('\n');
+  ];
+  if (!cpu) {
+    lines.push(`exec /usr/bin/node ${flags} ${GUEST_AGENT_FILE}`);
+  } else {
+    // Shell built-ins only (one exec, for mount): every exec costs ~10 ms under TCG.
+    lines.push(
+      "# The V8 snapshot loads only where the CPU features match the build host's; elsewhere the bundle.",
+      `start="--snapshot-blob ${GUEST_SNAPSHOT_PATH}"`,
+      'mount -t proc proc /proc',
+      'flags=',
+      'while read -r key _ rest; do [ "$key" = flags ] && { flags=" $rest "; break; }; done < /proc/cpuinfo',
+      `for f in ${cpu.has.join(' ')}; do case "$flags" in *" $f "*) ;; *) start=${GUEST_AGENT_FILE} ;; esac; done`,
+      ...(cpu.lacks.length
+        ? [
+            `for f in ${cpu.lacks.join(' ')}; do case "$flags" in *" $f "*) start=${GUEST_AGENT_FILE} ;; esac; done`,
+          ]
+        : []),
+      `exec /usr/bin/node ${flags} $start`,
+    );
+  }
+  lines.push('');
+  return lines.map((l) => l.replace(/ {2,}/g, ' ')).join('\n');
 }
 
 /** The generated files' text, for the image's input hash (the rest of the layout is BUILDER_VERSION's job). */
-export function generatedText(nodeFlags: string[], snapshot: boolean): string {
-  return (
-    KOFFI_INDEX + initScript(nodeFlags, snapshot) + (snapshot ? snapshotEntry('', GUEST_AGENT_FILE) : '')
-  );
+export function generatedText(nodeFlags: string[], cpu?: CpuFeatures): string {
+  return KOFFI_INDEX + initScript(nodeFlags, cpu) + (cpu ? snapshotEntry('', GUEST_AGENT_FILE) : '');
 }
 
 export function rootfsEntries(i: RootfsInputs): CpioEntry[] {
@@ -103,7 +120,7 @@ export function rootfsEntries(i: RootfsInputs): CpioEntry[] {
   text('/etc/hosts', '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n');
   text('/etc/os-release', 'NAME="kata-ts guest"\nID=kata-ts\n');
   text('/etc/resolv.conf', '');
-  text('/init', initScript(i.nodeFlags, i.snapshot !== undefined), 0o755);
+  text('/init', initScript(i.nodeFlags, i.snapshot?.cpu), 0o755);
 
   // busybox first, so that real binaries below replace any applet of the same name.
   add({ type: 'file', path: '/usr/bin/busybox', mode: 0o755, source: i.busybox.source });
@@ -118,7 +135,7 @@ export function rootfsEntries(i: RootfsInputs): CpioEntry[] {
     add({ type: 'file', path: usrMerged(lib.path), mode: 0o755, source: lib.source });
 
   add({ type: 'file', path: GUEST_AGENT_FILE, mode: 0o644, source: i.agentBundle });
-  if (i.snapshot) add({ type: 'file', path: GUEST_SNAPSHOT_PATH, mode: 0o644, source: i.snapshot });
+  if (i.snapshot) add({ type: 'file', path: GUEST_SNAPSHOT_PATH, mode: 0o644, source: i.snapshot.blob });
   for (const f of i.koffi) add({ type: 'file', path: f.path, mode: 0o644, source: f.source });
   text(`${GUEST_AGENT_DIR}/node_modules/koffi/index.js`, KOFFI_INDEX);
 

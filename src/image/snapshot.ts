@@ -5,6 +5,39 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { run } from './steps.js';
 
+/**
+ * CPUID features behind V8's (11.3) CpuFeatures on x64, as /proc/cpuinfo names them (lahf_lm = SAHF,
+ * abm = LZCNT, xsave = OS support for AVX). A snapshot only loads on a CPU
+ * whose features V8 sees as equal to the build host's (node exits with status 14 otherwise, e.g. under
+ * QEMU's default qemu64 model), so /init compares these and falls back to the bundle on a mismatch.
+ */
+export const V8_CPU_FLAGS = [
+  'pni',
+  'ssse3',
+  'sse4_1',
+  'sse4_2',
+  'lahf_lm',
+  'popcnt',
+  'abm',
+  'bmi1',
+  'bmi2',
+  'fma',
+  'avx',
+  'avx2',
+  'xsave',
+];
+
+export interface CpuFeatures {
+  has: string[];
+  lacks: string[];
+}
+
+/** Which of V8_CPU_FLAGS this (build) host has. */
+export function hostCpuFeatures(cpuinfo = fs.readFileSync('/proc/cpuinfo', 'utf8')): CpuFeatures {
+  const flags = new Set(/^flags\s*:(.*)$/m.exec(cpuinfo)?.[1]?.trim().split(/\s+/) ?? []);
+  return { has: V8_CPU_FLAGS.filter((f) => flags.has(f)), lacks: V8_CPU_FLAGS.filter((f) => !flags.has(f)) };
+}
+
 /** Where the agent is in the guest; the snapshot resolves koffi from there at run time. */
 export const GUEST_SNAPSHOT_PATH = '/usr/lib/kata-agent/kata-agent.blob';
 

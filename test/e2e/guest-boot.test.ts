@@ -148,6 +148,8 @@ describe.skipIf(!canRun)('guest image boot', () => {
     expect(init!.loopback).toBe(true);
     const ready = consoleRecord(vm.console(), 'agent ready')!;
     expect(ready.pid).toBe(1);
+    const manifest = JSON.parse(fs.readFileSync(path.join(image.dir, 'manifest.json'), 'utf8'));
+    expect(ready.startedFrom).toBe(manifest.agentStart);
 
     // And as the guest itself shows them, through the debug console.
     const shell = await DebugShell.open(vm.debugConsoleSocket!);
@@ -237,6 +239,18 @@ describe.skipIf(!canRun)('guest image boot', () => {
     } finally {
       fs.rmSync(share, { recursive: true, force: true });
     }
+  });
+
+  it('starts the agent from its bundle on a CPU the snapshot was not made for', async () => {
+    const vm = await bootVm({ memoryMiB: 512, extraArgs: ['-cpu', 'qemu64'] });
+    vms.push(vm);
+    const client = await vm.connectAgent();
+    expect((await createClient(Health, client).check({})).status).toBe(1);
+    client.close();
+    await vm.waitForConsole(/"msg":"agent ready"/);
+    expect(consoleRecord(vm.console(), 'agent ready')!.startedFrom).toBe('bundle');
+    await vm.stop();
+    expect(processExists(vm.pid)).toBe(false);
   });
 
   it('names the step and the package when an input is missing, and writes nothing', async () => {

@@ -120,3 +120,42 @@ describe('guest rootfs layout', () => {
     expect(conf?.type === 'data' && conf.data.toString()).toMatch(/^overlay$/m);
   });
 });
+
+describe('agent snapshot start', () => {
+  it('splits the build host CPU flags V8 cares about', async () => {
+    const { hostCpuFeatures, V8_CPU_FLAGS } = await import('../../src/image/snapshot.js');
+    const f = hostCpuFeatures('processor\t: 0\nflags\t\t: fpu pni sse4_2 avx avx2 xsave\n');
+    expect(f.has).toEqual(['pni', 'sse4_2', 'avx', 'avx2', 'xsave']);
+    expect([...f.has, ...f.lacks].sort()).toEqual([...V8_CPU_FLAGS].sort());
+  });
+
+  it('/init uses the snapshot only when the guest CPU matches, else the bundle', async () => {
+    const { initScript } = await import('../../src/image/rootfs.js');
+    const script = initScript([], { has: ['avx2'], lacks: ['bmi2'] });
+    expect(script).toMatch(/^start="--snapshot-blob \/usr\/lib\/kata-agent\/kata-agent.blob"$/m);
+    expect(script).toMatch(
+      /for f in avx2; do case "\$flags" in \*" \$f "\*\) ;; \*\) start=\/usr\/lib\/kata-agent\/kata-agent.mjs/,
+    );
+    expect(script).toMatch(
+      /for f in bmi2; do case "\$flags" in \*" \$f "\*\) start=\/usr\/lib\/kata-agent\/kata-agent.mjs/,
+    );
+    expect(script).toMatch(/^exec \/usr\/bin\/node \$start$/m);
+    // The CPU check, run by sh against a fake cpuinfo (everything but the mount and the exec).
+    const check = script
+      .split('\n')
+      .filter((l) => !l.startsWith('mount ') && !l.startsWith('exec '))
+      .join('\n')
+      .replace('/proc/cpuinfo', '"$CPUINFO"');
+    const cpuinfo = path.join(tmp, 'cpuinfo');
+    const run = (flags: string) => {
+      fs.writeFileSync(cpuinfo, `processor\t: 0\nflags\t\t: ${flags}\n`);
+      return execFileSync('sh', ['-c', `${check}\necho "$start"`], {
+        env: { CPUINFO: cpuinfo },
+        encoding: 'utf8',
+      }).trim();
+    };
+    expect(run('fpu avx2 sse')).toBe('--snapshot-blob /usr/lib/kata-agent/kata-agent.blob');
+    expect(run('fpu sse')).toBe('/usr/lib/kata-agent/kata-agent.mjs');
+    expect(run('fpu avx2 bmi2')).toBe('/usr/lib/kata-agent/kata-agent.mjs');
+  });
+});
