@@ -1,6 +1,6 @@
+import fs from 'node:fs';
 // Bundles each executable into one ESM file under dist/ (fast start-up, and the agent must be one file in the guest).
 import { build } from 'esbuild';
-import fs from 'node:fs';
 
 const entries = {
   'containerd-shim-kata-v2': 'src/shim/main.ts',
@@ -21,7 +21,9 @@ for (const [name, entry] of Object.entries(entries)) {
     sourcemap: 'linked',
     // koffi ships native prebuilds; it is loaded from node_modules on the host, or copied next to the agent in the guest.
     external: ['koffi'],
-    banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
+    banner: {
+      js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
+    },
     logLevel: 'warning',
   });
 }

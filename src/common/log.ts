@@ -1,5 +1,5 @@
 // One structured JSON logger for the whole runtime; components take a child with their ids.
-import { pino, type Logger } from 'pino';
+import { type Logger, pino } from 'pino';
 
 export type { Logger };
 

@@ -18,14 +18,22 @@ function file(name: string, p: string, exec = false): CheckItem {
     fs.accessSync(p, exec ? fs.constants.X_OK : fs.constants.R_OK);
     return { name, status: 'ok', detail: p };
   } catch (e) {
-    return { name, status: 'fail', detail: `${p}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` };
+    return {
+      name,
+      status: 'fail',
+      detail: `${p}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    };
   }
 }
 
 export async function runChecks(config: KataConfig, warnings: string[]): Promise<CheckItem[]> {
   const h = config.hypervisor;
   const items: CheckItem[] = [
-    { name: 'configuration', status: warnings.length ? 'warn' : 'ok', detail: [config.sources.join(', '), ...warnings].join('; ') },
+    {
+      name: 'configuration',
+      status: warnings.length ? 'warn' : 'ok',
+      detail: [config.sources.join(', '), ...warnings].join('; '),
+    },
     file('hypervisor', h.path, true),
     file('kernel', h.kernel),
     h.initrd ? file('initrd', h.initrd) : file('image', h.image),
@@ -40,7 +48,11 @@ export async function runChecks(config: KataConfig, warnings: string[]): Promise
   const vsock = hostHasVhostVsock();
   try {
     const channel = chooseAgentChannel(h.agent_channel, vsock);
-    items.push({ name: 'agent channel', status: 'ok', detail: `${channel}${vsock ? '' : ' (no /dev/vhost-vsock on this host)'}` });
+    items.push({
+      name: 'agent channel',
+      status: 'ok',
+      detail: `${channel}${vsock ? '' : ' (no /dev/vhost-vsock on this host)'}`,
+    });
   } catch (e) {
     items.push({ name: 'agent channel', status: 'fail', detail: (e as Error).message });
   }

@@ -19,7 +19,8 @@ const EXECUTABLES = ['containerd-shim-kata-v2', 'kata-ctl'];
 
 export function install(o: InstallOptions, say: (line: string) => void = () => {}): void {
   const need = (p: string, what: string) => {
-    if (!fs.existsSync(p)) throw new Error(`install: ${what} is missing at ${p} (run scripts/setup.sh first)`);
+    if (!fs.existsSync(p))
+      throw new Error(`install: ${what} is missing at ${p} (run scripts/setup.sh first)`);
   };
   for (const exe of EXECUTABLES) need(path.join(o.sourceDir, 'dist', `${exe}.mjs`), `the ${exe} bundle`);
   need(path.join(o.guestDir, 'manifest.json'), 'the guest image');
@@ -28,15 +29,19 @@ export function install(o: InstallOptions, say: (line: string) => void = () => {
   // Bundles plus the one native dependency they load at run time.
   fs.mkdirSync(path.join(o.libDir, 'dist'), { recursive: true });
   for (const f of fs.readdirSync(path.join(o.sourceDir, 'dist'))) {
-    if (f.endsWith('.mjs') || f.endsWith('.mjs.map')) fs.copyFileSync(path.join(o.sourceDir, 'dist', f), path.join(o.libDir, 'dist', f));
+    if (f.endsWith('.mjs') || f.endsWith('.mjs.map'))
+      fs.copyFileSync(path.join(o.sourceDir, 'dist', f), path.join(o.libDir, 'dist', f));
   }
   const koffi = path.join(o.sourceDir, 'node_modules', 'koffi');
-  if (fs.existsSync(koffi)) fs.cpSync(koffi, path.join(o.libDir, 'node_modules', 'koffi'), { recursive: true, dereference: true });
+  if (fs.existsSync(koffi))
+    fs.cpSync(koffi, path.join(o.libDir, 'node_modules', 'koffi'), { recursive: true, dereference: true });
   fs.mkdirSync(path.join(o.prefix, 'bin'), { recursive: true });
   for (const exe of EXECUTABLES) {
     const target = path.join(o.prefix, 'bin', exe);
     const tmp = `${target}.tmp`;
-    fs.writeFileSync(tmp, `#!/bin/sh\nexec node ${path.join(o.libDir, 'dist', `${exe}.mjs`)} "$@"\n`, { mode: 0o755 });
+    fs.writeFileSync(tmp, `#!/bin/sh\nexec node ${path.join(o.libDir, 'dist', `${exe}.mjs`)} "$@"\n`, {
+      mode: 0o755,
+    });
     fs.renameSync(tmp, target);
     say(`installed ${target}`);
   }
@@ -65,13 +70,26 @@ export function registerInstall(program: Command, sourceDir: string): void {
     .description("install the shim, kata-ctl, the default configuration and the guest image in Kata's paths")
     .option('--prefix <dir>', 'where bin/ goes', '/usr/local')
     .option('--lib-dir <dir>', 'where the bundles go', '/usr/local/lib/kata-ts')
-    .option('--config <file>', 'default configuration path', '/usr/share/defaults/kata-containers/configuration.toml')
+    .option(
+      '--config <file>',
+      'default configuration path',
+      '/usr/share/defaults/kata-containers/configuration.toml',
+    )
     .option('--image-dir <dir>', 'guest image destination', '/usr/share/kata-containers')
     .option('--guest-dir <dir>', 'the built guest image', path.join(sourceDir, 'build', 'guest'))
-    .action((opts: { prefix: string; libDir: string; config: string; imageDir: string; guestDir: string }) => {
-      install(
-        { sourceDir, prefix: opts.prefix, libDir: opts.libDir, configPath: opts.config, imageDir: opts.imageDir, guestDir: opts.guestDir },
-        (l) => process.stderr.write(`${l}\n`),
-      );
-    });
+    .action(
+      (opts: { prefix: string; libDir: string; config: string; imageDir: string; guestDir: string }) => {
+        install(
+          {
+            sourceDir,
+            prefix: opts.prefix,
+            libDir: opts.libDir,
+            configPath: opts.config,
+            imageDir: opts.imageDir,
+            guestDir: opts.guestDir,
+          },
+          (l) => process.stderr.write(`${l}\n`),
+        );
+      },
+    );
 }

@@ -1,7 +1,7 @@
-// kata-ctl: the admin CLI. Each subcommand lives in its own module and registers itself here.
-import { Command } from 'commander';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+// kata-ctl: the admin CLI. Each subcommand lives in its own module and registers itself here.
+import { Command } from 'commander';
 import { registerCheck } from './check.js';
 import { registerEnv } from './env.js';
 import { registerImage } from './image.js';
