@@ -2,7 +2,7 @@
 // in a fresh node with the remaining arguments. Usage: node bench/run.mjs ttrpc [--calls N] [--rounds N]
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import { build } from 'esbuild';
+import { bundleForNode } from '../scripts/esbuild-node.mjs';
 
 const [name, ...args] = process.argv.slice(2);
 if (!name || !fs.existsSync(`bench/${name}.ts`)) {
@@ -12,19 +12,6 @@ if (!name || !fs.existsSync(`bench/${name}.ts`)) {
   process.exit(2);
 }
 const outfile = `build/bench/${name}.mjs`;
-await build({
-  entryPoints: [`bench/${name}.ts`],
-  outfile,
-  bundle: true,
-  platform: 'node',
-  format: 'esm',
-  target: 'node20',
-  sourcemap: 'linked',
-  external: ['koffi'],
-  banner: {
-    js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);",
-  },
-  logLevel: 'warning',
-});
+await bundleForNode(`bench/${name}.ts`, outfile);
 const res = spawnSync(process.execPath, ['--enable-source-maps', outfile, ...args], { stdio: 'inherit' });
 process.exit(res.status ?? 1);

@@ -2,9 +2,9 @@
 // move_mount), containerd-style option parsing, and /proc/self/mountinfo reading. Calls are synchronous:
 // mount syscalls are short and a worker round-trip would cost more than it saves.
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import util from 'node:util';
-import { createRequire } from 'node:module';
 import type Koffi from 'koffi';
 
 export const MS_RDONLY = 0x1;
