@@ -242,6 +242,9 @@ describe('QEMU command line', () => {
       'console=ttyS0 reboot=k panic=1 quiet init=/sbin/kata-agent a=1 "b=x y" agent.log=debug',
     );
     expect(buildKernelParams(spec({ enable_debug: true }))).toBe('console=ttyS0 reboot=k panic=1 debug');
+    // Exact repeats from the image's manifest are dropped; distinct values stay.
+    const repeats = spec({}, { guestKernelParams: ['console=ttyS0', 'quiet', 'panic=1', 'console=hvc0'] });
+    expect(buildKernelParams(repeats)).toBe('console=ttyS0 reboot=k panic=1 quiet console=hvc0');
     // A manifest that names the root device wins over the default root=/dev/vda.
     const img = spec({ initrd: '', image: '/i.img' }, { guestKernelParams: ['root=/dev/vda1'] });
     expect(buildKernelParams(img)).not.toContain('root=/dev/vda ');

@@ -122,7 +122,8 @@ export function buildKernelParams(spec: QemuLaunchSpec): string {
     if (spec.rootfsType) p.push(`rootfstype=${spec.rootfsType}`);
   }
   p.push(...rest);
-  return p.join(' ');
+  // The image's manifest repeats some of ours (console, panic): an exact repeat says nothing new.
+  return [...new Set(p)].join(' ');
 }
 
 export function buildQemuCmdline(spec: QemuLaunchSpec): QemuCommandLine {
