@@ -238,13 +238,19 @@ describe('QEMU command line', () => {
       { kernel_params: 'a=1 "b=x y"', enable_debug: false },
       { guestKernelParams: ['init=/sbin/kata-agent'], extraKernelParams: ['agent.log=debug'] },
     );
+    // Kata's x86 guest params follow the base ones (their reboot=k repeat is dropped).
+    const x86 =
+      'tsc=reliable no_timer_check rcupdate.rcu_expedited=1 i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 ' +
+      'i8042.noaux=1 noreplace-smp cryptomgr.notests net.ifnames=0 pci=lastbus=0';
     expect(buildKernelParams(s)).toBe(
-      'console=ttyS0 reboot=k panic=1 quiet init=/sbin/kata-agent a=1 "b=x y" agent.log=debug',
+      `console=ttyS0 reboot=k panic=1 ${x86} quiet init=/sbin/kata-agent a=1 "b=x y" agent.log=debug`,
     );
-    expect(buildKernelParams(spec({ enable_debug: true }))).toBe('console=ttyS0 reboot=k panic=1 debug');
+    expect(buildKernelParams(spec({ enable_debug: true }))).toBe(
+      `console=ttyS0 reboot=k panic=1 ${x86} debug`,
+    );
     // Exact repeats from the image's manifest are dropped; distinct values stay.
     const repeats = spec({}, { guestKernelParams: ['console=ttyS0', 'quiet', 'panic=1', 'console=hvc0'] });
-    expect(buildKernelParams(repeats)).toBe('console=ttyS0 reboot=k panic=1 quiet console=hvc0');
+    expect(buildKernelParams(repeats)).toBe(`console=ttyS0 reboot=k panic=1 ${x86} quiet console=hvc0`);
     // A manifest that names the root device wins over the default root=/dev/vda.
     const img = spec({ initrd: '', image: '/i.img' }, { guestKernelParams: ['root=/dev/vda1'] });
     expect(buildKernelParams(img)).not.toContain('root=/dev/vda ');
