@@ -5,64 +5,36 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { KATA_RUNTIME, leftovers } from '../helpers/containerd.js';
-import { type KataSetup, guestKernelVersion, newId, setupKata, waitNoLeftovers } from './shim-fixtures.js';
+import { guestKernelVersion, waitNoLeftovers } from './shim-fixtures.js';
+import { useKataSuite } from './shim-suite.js';
 
-let k: KataSetup;
-let used: string[] = [];
-const id = (p: string) => {
-  const i = newId(p);
-  used.push(i);
-  return i;
-};
-
-beforeAll(async () => {
-  k = await setupKata();
-});
-
-afterEach(async () => {
-  const ids = used;
-  used = [];
-  const left = await waitNoLeftovers(ids);
-  if (left.length) {
-    console.error(k.ctrd.readLog().slice(-20_000));
-    // Do not let one failure leak into the next tests.
-    for (const i of ids) {
-      await k.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', i]);
-      await k.ctrd.ctr(['task', 'delete', '--force', i]);
-      await k.ctrd.ctr(['container', 'delete', i]);
-    }
-  }
-  expect(left).toEqual([]);
-});
-
-afterAll(async () => {
-  await k?.close();
-});
+const suite = useKataSuite();
+const id = (prefix: string) => suite.id(prefix);
 
 /** Fails with containerd's log (where the shim's log lines are) when ctr did not do what was expected. */
 function explain(r: { code: number | null; stdout: string; stderr: string }): string {
-  return `ctr exit ${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}\n--- containerd log ---\n${k.ctrd.readLog().slice(-8000)}`;
+  return `ctr exit ${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}\n--- containerd log ---\n${suite.k.ctrd.readLog().slice(-8000)}`;
 }
 
 describe('ctr run with io.containerd.kata.v2', () => {
   it('runs in a VM: uname -r is the guest kernel, not the host one', async () => {
-    const r = await k.run(['--rm', k.image, id('uname'), 'uname', '-r']);
+    const r = await suite.k.run(['--rm', suite.k.image, id('uname'), 'uname', '-r']);
     expect(r.code, explain(r)).toBe(0);
     const guest = r.stdout.trim();
     expect(guest).not.toBe(os.release());
-    const want = guestKernelVersion(k.guest);
+    const want = guestKernelVersion(suite.k.guest);
     if (want) expect(guest).toBe(want);
   });
 
   it('returns the exit code of the process', async () => {
-    const r = await k.run(['--rm', k.image, id('exit'), 'sh', '-c', 'exit 7']);
+    const r = await suite.k.run(['--rm', suite.k.image, id('exit'), 'sh', '-c', 'exit 7']);
     expect(r.code, explain(r)).toBe(7);
   });
 
   it('delivers 5,000 lines of stdout in order', async () => {
-    const r = await k.run(['--rm', k.image, id('lines'), 'seq', '1', '5000']);
+    const r = await suite.k.run(['--rm', suite.k.image, id('lines'), 'seq', '1', '5000']);
     expect(r.code, explain(r)).toBe(0);
     const lines = r.stdout.trimEnd().split('\n');
     expect(lines.length).toBe(5000);
@@ -70,7 +42,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
   });
 
   it('passes stdin to the process and ends it on EOF', async () => {
-    const r = await k.run(['--rm', k.image, id('stdin'), 'sh', '-c', 'cat; echo done'], {
+    const r = await suite.k.run(['--rm', suite.k.image, id('stdin'), 'sh', '-c', 'cat; echo done'], {
       input: 'hello from the host\n',
     });
     expect(r.code, explain(r)).toBe(0);
@@ -82,16 +54,16 @@ describe('ctr run with io.containerd.kata.v2', () => {
     const ctr = [
       'ctr',
       '--address',
-      k.ctrd.socket,
+      suite.k.ctrd.socket,
       '-n',
-      k.ctrd.namespace,
+      suite.k.ctrd.namespace,
       'run',
       '--rm',
       '-t',
       '--runtime',
       KATA_RUNTIME,
     ];
-    const cmd = [...ctr, k.image, cid, 'sh', '-c', 'tty; [ -t 1 ] && echo IS-A-TTY']
+    const cmd = [...ctr, suite.k.image, cid, 'sh', '-c', 'tty; [ -t 1 ] && echo IS-A-TTY']
       .map((a) => `'${a}'`)
       .join(' ');
     // ctr -t needs a terminal of its own: script(1) gives it one.
@@ -112,13 +84,13 @@ describe('ctr run with io.containerd.kata.v2', () => {
   });
 
   it('applies --env and --cwd', async () => {
-    const r = await k.run([
+    const r = await suite.k.run([
       '--rm',
       '--env',
       'GREETING=kata',
       '--cwd',
       '/tmp',
-      k.image,
+      suite.k.image,
       id('env'),
       'sh',
       '-c',
@@ -132,11 +104,11 @@ describe('ctr run with io.containerd.kata.v2', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-ts-bind-'));
     try {
       fs.writeFileSync(path.join(dir, 'hello.txt'), 'from the host\n');
-      const r = await k.run([
+      const r = await suite.k.run([
         '--rm',
         '--mount',
         `type=bind,src=${dir},dst=/data,options=rbind:ro`,
-        k.image,
+        suite.k.image,
         id('bind'),
         'sh',
         '-c',
@@ -151,11 +123,11 @@ describe('ctr run with io.containerd.kata.v2', () => {
   });
 
   it('enforces --memory-limit in the guest cgroup', async () => {
-    const r = await k.run([
+    const r = await suite.k.run([
       '--rm',
       '--memory-limit',
       String(64 * 1024 * 1024),
-      k.image,
+      suite.k.image,
       id('mem'),
       'sh',
       '-c',
@@ -169,9 +141,9 @@ describe('ctr run with io.containerd.kata.v2', () => {
 
   it('runs detached: exec, ps, pause/resume, metrics, SIGTERM', async () => {
     const cid = id('detached');
-    const r = await k.run([
+    const r = await suite.k.run([
       '-d',
-      k.image,
+      suite.k.image,
       cid,
       'sh',
       '-c',
@@ -179,7 +151,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
     ]);
     expect(r.code, explain(r)).toBe(0);
     try {
-      const ex = await k.ctrd.ctr([
+      const ex = await suite.k.ctrd.ctr([
         'task',
         'exec',
         '--exec-id',
@@ -192,34 +164,36 @@ describe('ctr run with io.containerd.kata.v2', () => {
       expect(ex.stdout).toBe('in-exec\n');
       expect(ex.code).toBe(5);
 
-      const ps = await k.ctrd.ctr(['task', 'ps', cid]);
+      const ps = await suite.k.ctrd.ctr(['task', 'ps', cid]);
       expect(ps.code, explain(ps)).toBe(0);
       expect(ps.stdout).toMatch(/^\s*\d+/m);
 
-      expect((await k.ctrd.ctr(['task', 'pause', cid])).code).toBe(0);
-      expect((await k.ctrd.ctr(['task', 'ls'])).stdout).toMatch(new RegExp(`${cid}\\s+\\d+\\s+PAUSED`));
-      expect((await k.ctrd.ctr(['task', 'resume', cid])).code).toBe(0);
-      expect((await k.ctrd.ctr(['task', 'ls'])).stdout).toMatch(new RegExp(`${cid}\\s+\\d+\\s+RUNNING`));
+      expect((await suite.k.ctrd.ctr(['task', 'pause', cid])).code).toBe(0);
+      expect((await suite.k.ctrd.ctr(['task', 'ls'])).stdout).toMatch(new RegExp(`${cid}\\s+\\d+\\s+PAUSED`));
+      expect((await suite.k.ctrd.ctr(['task', 'resume', cid])).code).toBe(0);
+      expect((await suite.k.ctrd.ctr(['task', 'ls'])).stdout).toMatch(
+        new RegExp(`${cid}\\s+\\d+\\s+RUNNING`),
+      );
 
-      const m = await k.ctrd.ctr(['task', 'metrics', cid]);
+      const m = await suite.k.ctrd.ctr(['task', 'metrics', cid]);
       expect(m.code, explain(m)).toBe(0);
       expect(m.stdout).toMatch(/memory\.usage_in_bytes\s+\d+/);
 
-      expect((await k.ctrd.ctr(['task', 'kill', '-s', 'SIGTERM', cid])).code).toBe(0);
+      expect((await suite.k.ctrd.ctr(['task', 'kill', '-s', 'SIGTERM', cid])).code).toBe(0);
       const deadline = Date.now() + 60_000;
       while (
         Date.now() < deadline &&
-        !new RegExp(`${cid}\\s+\\d+\\s+STOPPED`).test((await k.ctrd.ctr(['task', 'ls'])).stdout)
+        !new RegExp(`${cid}\\s+\\d+\\s+STOPPED`).test((await suite.k.ctrd.ctr(['task', 'ls'])).stdout)
       ) {
         await new Promise((res) => setTimeout(res, 200));
       }
-      const del = await k.ctrd.ctr(['task', 'delete', cid]);
+      const del = await suite.k.ctrd.ctr(['task', 'delete', cid]);
       expect(del.code, explain(del)).toBe(0);
       expect(del.stderr).toMatch(/exit code 42/);
     } finally {
-      await k.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', cid]);
-      await k.ctrd.ctr(['task', 'delete', '--force', cid]);
-      await k.ctrd.ctr(['container', 'delete', cid]);
+      await suite.k.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', cid]);
+      await suite.k.ctrd.ctr(['task', 'delete', '--force', cid]);
+      await suite.k.ctrd.ctr(['container', 'delete', cid]);
     }
   });
 
@@ -227,8 +201,8 @@ describe('ctr run with io.containerd.kata.v2', () => {
     const a = id('two-a');
     const b = id('two-b');
     const [ra, rb] = await Promise.all([
-      k.run(['--rm', k.image, a, 'sh', '-c', 'sleep 2; cat /proc/sys/kernel/random/boot_id']),
-      k.run(['--rm', k.image, b, 'sh', '-c', 'sleep 2; cat /proc/sys/kernel/random/boot_id']),
+      suite.k.run(['--rm', suite.k.image, a, 'sh', '-c', 'sleep 2; cat /proc/sys/kernel/random/boot_id']),
+      suite.k.run(['--rm', suite.k.image, b, 'sh', '-c', 'sleep 2; cat /proc/sys/kernel/random/boot_id']),
     ]);
     expect(ra.code, explain(ra)).toBe(0);
     expect(rb.code, explain(rb)).toBe(0);
@@ -246,10 +220,10 @@ describe('ctr run with io.containerd.kata.v2', () => {
       '--annotation',
       `io.kubernetes.cri.sandbox-id=${sid}`,
     ];
-    const r = await k.run(['-d', ...cri('sandbox'), k.image, sid, 'sleep', '600']);
+    const r = await suite.k.run(['-d', ...cri('sandbox'), suite.k.image, sid, 'sleep', '600']);
     expect(r.code, explain(r)).toBe(0);
     try {
-      const sbBoot = await k.ctrd.ctr([
+      const sbBoot = await suite.k.ctrd.ctr([
         'task',
         'exec',
         '--exec-id',
@@ -259,10 +233,10 @@ describe('ctr run with io.containerd.kata.v2', () => {
         '/proc/sys/kernel/random/boot_id',
       ]);
       expect(sbBoot.code, explain(sbBoot)).toBe(0);
-      const c = await k.run([
+      const c = await suite.k.run([
         '--rm',
         ...cri('container'),
-        k.image,
+        suite.k.image,
         cid,
         'cat',
         '/proc/sys/kernel/random/boot_id',
@@ -274,42 +248,47 @@ describe('ctr run with io.containerd.kata.v2', () => {
       const qemus = leftovers([sid]).filter((l) => /qemu-system/.test(l));
       expect(qemus.length).toBe(1);
     } finally {
-      await k.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', sid]);
-      for (let i = 0; i < 100 && (await k.ctrd.ctr(['task', 'delete', sid])).code !== 0; i++) {
+      await suite.k.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', sid]);
+      for (let i = 0; i < 100 && (await suite.k.ctrd.ctr(['task', 'delete', sid])).code !== 0; i++) {
         await new Promise((res) => setTimeout(res, 100));
       }
-      await k.ctrd.ctr(['container', 'delete', sid]);
+      await suite.k.ctrd.ctr(['container', 'delete', sid]);
     }
   });
 
   it('cleans up after a shim that was killed (containerd runs shim delete)', async () => {
     const cid = id('crash');
-    const r = await k.run(['-d', k.image, cid, 'sleep', '600']);
+    const r = await suite.k.run(['-d', suite.k.image, cid, 'sleep', '600']);
     expect(r.code, explain(r)).toBe(0);
     try {
-      const bundle = path.join(k.ctrd.dir, 'state/io.containerd.runtime.v2.task', k.ctrd.namespace, cid);
+      const bundle = path.join(
+        suite.k.ctrd.dir,
+        'state/io.containerd.runtime.v2.task',
+        suite.k.ctrd.namespace,
+        cid,
+      );
       const shimPid = Number(fs.readFileSync(path.join(bundle, 'shim.pid'), 'utf8'));
       expect(fs.existsSync(`/run/kata/${cid}/state.json`)).toBe(true);
       process.kill(shimPid, 'SIGKILL');
       // containerd notices the closed connection, runs `shim delete`, which kills QEMU and virtiofsd and unmounts.
       expect(await waitNoLeftovers([cid], 60_000)).toEqual([]);
-      const ls = await k.ctrd.ctr(['task', 'ls']);
+      const ls = await suite.k.ctrd.ctr(['task', 'ls']);
       expect(ls.stdout).not.toMatch(new RegExp(`${cid}\\s+\\d+\\s+RUNNING`));
     } finally {
-      await k.ctrd.ctr(['task', 'delete', '--force', cid]);
-      await k.ctrd.ctr(['container', 'delete', cid]);
+      await suite.k.ctrd.ctr(['task', 'delete', '--force', cid]);
+      await suite.k.ctrd.ctr(['container', 'delete', cid]);
     }
   });
 
   it('takes the configuration from --runtime-config-path (guest memory)', async () => {
-    const small = k.writeConfig('small.toml', { 'hypervisor.qemu': { default_memory: 512 } });
-    const big = k.writeConfig('big.toml', { 'hypervisor.qemu': { default_memory: 1536 } });
+    const small = suite.k.writeConfig('small.toml', { 'hypervisor.qemu': { default_memory: 512 } });
+    const big = suite.k.writeConfig('big.toml', { 'hypervisor.qemu': { default_memory: 1536 } });
     const memTotal = async (conf: string) => {
-      const r = await k.run([
+      const r = await suite.k.run([
         '--rm',
         '--runtime-config-path',
         conf,
-        k.image,
+        suite.k.image,
         id('meminfo'),
         'grep',
         'MemTotal',

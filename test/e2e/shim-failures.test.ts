@@ -2,44 +2,25 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type KataSetup, newId, setupKata, waitNoLeftovers } from './shim-fixtures.js';
+import { describe, expect, it } from 'vitest';
+import { useKataSuite } from './shim-suite.js';
 
-let k: KataSetup;
-let used: string[] = [];
-const id = (p: string) => {
-  const i = newId(p);
-  used.push(i);
-  return i;
-};
-
-beforeAll(async () => {
-  k = await setupKata();
-});
-
-afterEach(async () => {
-  const left = await waitNoLeftovers(used);
-  used = [];
-  expect(left).toEqual([]);
-});
-
-afterAll(async () => {
-  await k?.close();
-});
+const suite = useKataSuite();
+const id = (prefix: string) => suite.id(prefix);
 
 async function runWith(conf: string, name: string) {
   const cid = id(name);
-  const r = await k.run(['--rm', '--runtime-config-path', conf, k.image, cid, 'true'], {
+  const r = await suite.k.run(['--rm', '--runtime-config-path', conf, suite.k.image, cid, 'true'], {
     timeoutMs: 300_000,
   });
   // ctr run --rm does not remove the container record when the task could not be created.
-  await k.ctrd.ctr(['container', 'delete', cid]);
+  await suite.k.ctrd.ctr(['container', 'delete', cid]);
   return r;
 }
 
 describe('ctr run with bad input', () => {
   it('names a missing kernel', async () => {
-    const conf = k.writeConfig('nokernel.toml', {
+    const conf = suite.k.writeConfig('nokernel.toml', {
       'hypervisor.qemu': { kernel: '/nonexistent/vmlinuz-kata' },
     });
     const r = await runWith(conf, 'nokernel');
@@ -48,7 +29,7 @@ describe('ctr run with bad input', () => {
   });
 
   it('names the file and line of an invalid configuration', async () => {
-    const conf = k.writeConfig('bad.toml', { 'hypervisor.qemu': { default_vcpus: 'many' } });
+    const conf = suite.k.writeConfig('bad.toml', { 'hypervisor.qemu': { default_vcpus: 'many' } });
     const r = await runWith(conf, 'badconf');
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain('bad.toml');
@@ -62,9 +43,9 @@ describe('ctr run with bad input', () => {
   });
 
   it('reports a guest that dies while booting with its console (kernel panic)', async () => {
-    const garbage = path.join(k.confDir, 'garbage-initrd.img');
+    const garbage = path.join(suite.k.confDir, 'garbage-initrd.img');
     fs.writeFileSync(garbage, crypto.randomBytes(4096));
-    const conf = k.writeConfig('badinitrd.toml', { 'hypervisor.qemu': { initrd: garbage } });
+    const conf = suite.k.writeConfig('badinitrd.toml', { 'hypervisor.qemu': { initrd: garbage } });
     const r = await runWith(conf, 'badinitrd');
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/the VM exited/);
@@ -72,7 +53,9 @@ describe('ctr run with bad input', () => {
   });
 
   it('reports QEMU failing to start with what QEMU said', async () => {
-    const conf = k.writeConfig('badqemu.toml', { 'hypervisor.qemu': { machine_type: 'no-such-machine' } });
+    const conf = suite.k.writeConfig('badqemu.toml', {
+      'hypervisor.qemu': { machine_type: 'no-such-machine' },
+    });
     const r = await runWith(conf, 'badqemu');
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/QEMU exited/);

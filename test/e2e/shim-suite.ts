@@ -1,0 +1,48 @@
+// The per-file harness of the shim e2e tests: one private containerd for the file, ids for the containers a test
+// makes, and after each test the check that nothing of them is left on the host. When something is, it is
+// force-cleaned too, so that one failure does not leak into the next test.
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
+import { type KataSetup, newId, setupKata, waitNoLeftovers } from './shim-fixtures.js';
+
+export interface KataSuite {
+  /** The file's containerd and guest image (set up in beforeAll). */
+  readonly k: KataSetup;
+  /** A fresh container id, checked for leftovers after the test. */
+  id(prefix: string): string;
+}
+
+export function useKataSuite(): KataSuite {
+  let setup: KataSetup | undefined;
+  let used: string[] = [];
+  beforeAll(async () => {
+    setup = await setupKata();
+  });
+  afterEach(async () => {
+    const ids = used;
+    used = [];
+    const left = await waitNoLeftovers(ids);
+    if (left.length && setup) {
+      console.error(setup.ctrd.readLog().slice(-20_000));
+      for (const i of ids) {
+        await setup.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', i]);
+        await setup.ctrd.ctr(['task', 'delete', '--force', i]);
+        await setup.ctrd.ctr(['container', 'delete', i]);
+      }
+    }
+    expect(left).toEqual([]);
+  });
+  afterAll(async () => {
+    await setup?.close();
+  });
+  return {
+    get k() {
+      if (!setup) throw new Error('the kata suite is not set up yet (use it inside tests)');
+      return setup;
+    },
+    id(prefix: string) {
+      const i = newId(prefix);
+      used.push(i);
+      return i;
+    },
+  };
+}
