@@ -218,6 +218,7 @@ async function build(
           `snapshot-${inputs.agent.sha256.slice(0, 12)}-${inputs.node.sha256.slice(0, 12)}`,
         ),
         guestAgentFile: GUEST_AGENT_FILE,
+        nodeFlags: NODE_FLAGS,
       });
       snapshot = { blob, cpu: hostCpuFeatures() };
       say(`agent: snapshot ${mib(fs.statSync(blob).size)} (for CPUs with ${snapshot.cpu.has.join(' ')})`);

@@ -7,7 +7,8 @@ import { run } from './steps.js';
 
 /**
  * CPUID features behind V8's (11.3) CpuFeatures on x64, as /proc/cpuinfo names them (lahf_lm = SAHF,
- * abm = LZCNT, xsave = OS support for AVX). A snapshot only loads on a CPU
+ * abm = LZCNT, xsave = OS support for AVX; avx_vnni cannot be turned off by a flag, and QEMU 7.2's TCG lacks it,
+ * so a build host that has it makes a snapshot no TCG guest loads). A snapshot only loads on a CPU
  * whose features V8 sees as equal to the build host's (node exits with status 14 otherwise, e.g. under
  * QEMU's default qemu64 model), so /init compares these and falls back to the bundle on a mismatch.
  */
@@ -25,6 +26,8 @@ export const V8_CPU_FLAGS = [
   'avx',
   'avx2',
   'xsave',
+  'f16c',
+  'avx_vnni',
 ];
 
 export interface CpuFeatures {
@@ -77,6 +80,8 @@ export interface SnapshotInputs {
   /** A directory to work in (kept: a later build with the same inputs reuses the blob). */
   workDir: string;
   guestAgentFile: string;
+  /** V8/node flags the guest's node runs with: the snapshot is made and checked with the same ones. */
+  nodeFlags: string[];
 }
 
 /** The esbuild CLI that converts the ESM bundle to CommonJS, or undefined in a tree without dev dependencies. */
@@ -107,7 +112,7 @@ export async function buildAgentSnapshot(i: SnapshotInputs): Promise<string> {
   ]);
   const entry = path.join(i.workDir, 'entry.js');
   fs.writeFileSync(entry, snapshotEntry(fs.readFileSync(cjs, 'utf8'), i.guestAgentFile));
-  const args = ['--snapshot-blob', blob, '--build-snapshot', entry];
+  const args = [...i.nodeFlags, '--snapshot-blob', blob, '--build-snapshot', entry];
   try {
     // In a new pid namespace node is pid 1, as the agent is in the guest: the logger's `pid` field is taken
     // when the snapshot is made.
@@ -117,7 +122,7 @@ export async function buildAgentSnapshot(i: SnapshotInputs): Promise<string> {
     if (!/unshare: |unshare is not installed/.test((e as Error).message)) throw e;
     await run(i.node, args, { cwd: i.workDir });
   }
-  const check = await run(i.node, ['--snapshot-blob', blob], {
+  const check = await run(i.node, [...i.nodeFlags, '--snapshot-blob', blob], {
     cwd: i.workDir,
     env: { ...process.env, KATA_AGENT_CHECK_SNAPSHOT: '1' },
   });
