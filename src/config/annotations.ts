@@ -387,3 +387,12 @@ export function applyAnnotations(
   validateConfig(out, (ref) => origins.get(`${ref.section}.${ref.field}`));
   return out;
 }
+
+/** Every io.katacontainers.config.* annotation kata-ts understands (for `kata-ctl env` and the fuzz suite). */
+export function knownAnnotations(): string[] {
+  return [
+    ...Object.keys(HYPERVISOR_RULES).map((k) => HYPERVISOR_ANNOTATION_PREFIX + k),
+    ...Object.keys(AGENT_RULES).map((k) => AGENT_ANNOTATION_PREFIX + k),
+    ...Object.keys(RUNTIME_RULES).map((k) => RUNTIME_ANNOTATION_PREFIX + k),
+  ];
+}

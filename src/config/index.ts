@@ -7,6 +7,7 @@ export {
   type ApplyAnnotationsOptions,
   applyAnnotations,
   isHypervisorAnnotationEnabled,
+  knownAnnotations,
 } from './annotations.js';
 export {
   DEFAULT_INITRD_PATH,
