@@ -60,6 +60,21 @@ function criLogLines(file: string): { time: Date; stream: string; tag: string; t
   return out;
 }
 
+/** Pids of QEMU processes whose command line names `id` (a kata VM names its sandbox id in its paths). */
+function vmsNaming(id: string): number[] {
+  const out: number[] = [];
+  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    let cmd: string;
+    try {
+      cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    } catch {
+      continue; // exited while we looked
+    }
+    if (/(^|\/)qemu-system/.test(cmd) && cmd.includes(id)) out.push(Number(pid));
+  }
+  return out;
+}
+
 async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
   try {
     return await pollUntil(probe, { timeoutMs, intervalMs: 200, what });
@@ -146,7 +161,7 @@ describe.each<RuntimeHandler>(['kata', 'runc'])('a pod with runtime_handler %s',
 
   let main = { id: '', log: '' };
 
-  it('runs a busybox container in the pod (for kata in the pod VM) with a read-only rootfs', async () => {
+  it('runs a busybox container in the pod (in its VM with kata) with a read-only rootfs', async () => {
     main = await startContainer(
       'main',
       'echo out-line; echo err-line >&2; trap "echo got-term; exit 7" TERM; while :; do sleep 0.2; done',
@@ -269,6 +284,11 @@ describe.each<RuntimeHandler>(['kata', 'runc'])('a pod with runtime_handler %s',
       'stubborn',
       'trap "" TERM; echo ready; while :; do sleep 0.2; done',
     );
+    if (handler === 'kata') {
+      // One VM per pod: the pod's containers joined the sandbox's VM, none got one of its own.
+      expect(vmsNaming(podId)).toHaveLength(1);
+      for (const c of containerIds) expect(vmsNaming(c)).toEqual([]);
+    }
     // The trapping one exits on SIGTERM well within its grace period, and its last line reaches the log.
     let t0 = Date.now();
     await cri().cri.stopContainer(main.id, 20);
