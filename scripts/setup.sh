@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(qemu-system-x86 qemu-utils containerd golang-go golang-github-containerd-ttrpc-dev
   golang-github-containerd-containerd-dev busybox-static crun runc cpio zstd lz4 xz-utils kmod e2fsprogs
-  iproute2 util-linux binutils)
+  iproute2 util-linux binutils containernetworking-plugins)
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

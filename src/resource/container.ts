@@ -114,7 +114,9 @@ export async function prepareContainer(
     }
     step = `share rootfs ${rootSource} -> ${rootTarget}`;
     fs.mkdirSync(rootTarget, { recursive: true, mode: 0o755 });
-    bindMount(rootSource, rootTarget, { readonly: readonlyRootfs });
+    // Writable even for root.readonly: crun in the guest must make the spec's mount points (/proc, /dev,
+    // /etc/resolv.conf, ...) in it, then remounts it read-only itself, as runc does on the host.
+    bindMount(rootSource, rootTarget);
     for (const p of plans) {
       if (p.kind !== 'share') continue;
       const target = path.join(sfs.hostSharedDir, p.name);

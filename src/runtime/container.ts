@@ -6,7 +6,7 @@ import type { RootfsMount } from './deps.js';
 import { RuntimeError, alreadyExists, failedPrecondition, notFound } from './errors.js';
 import type { StdioPaths } from './io.js';
 import { type OciProcess, type OciResources, type OciSpec, toGrpcProcess, toGrpcResources } from './oci.js';
-import { ContainerProcess, type ExitInfo } from './process.js';
+import { ContainerProcess, type ExitInfo, UNKNOWN_EXIT_STATUS } from './process.js';
 
 export type ContainerStatus = 'created' | 'running' | 'paused' | 'stopped';
 
@@ -63,7 +63,15 @@ export class Container {
     } else {
       if (this.status !== 'running')
         throw failedPrecondition(`container ${this.id} is ${this.status}; cannot start exec ${execId}`);
-      await agent.execProcess({ containerId: this.id, execId, process: toGrpcProcess(p.spec ?? {}) });
+      try {
+        await agent.execProcess({ containerId: this.id, execId, process: toGrpcProcess(p.spec ?? {}) });
+      } catch (e) {
+        // An exec that never ran has finished: containerd follows a failed Start with Wait, Kill and Delete
+        // (CRI's ExecSync does), and a Wait that never returns stalls it until its one-minute deadline.
+        // runc's shim ends the wait the same way; no exit event, as with runc.
+        p.markExited(UNKNOWN_EXIT_STATUS);
+        throw e;
+      }
     }
     p.started(agent, pid, onExit);
     return p;
@@ -88,7 +96,9 @@ export class Container {
   async kill(agent: AgentClient, execId: string, signal: number, all: boolean): Promise<void> {
     const p = this.process(execId);
     if (p.status === 'stopped') throw notFound(`${describe(p)}: process already finished`);
-    await agent.signalProcess({ containerId: this.id, execId: all ? '' : execId, signal });
+    // `all` widens a kill of the init to the execs; an exec's kill (containerd sends all for WithProcessKill)
+    // is that exec's alone, as in runc's shim.
+    await agent.signalProcess({ containerId: this.id, execId, signal });
     if (all && !execId) {
       // The agent signals the init; the execs get the signal too, as runc's kill --all does.
       for (const e of this.execs.values()) {

@@ -43,6 +43,8 @@ export interface ContainerdOptions {
   namespace?: string;
   /** Log level of containerd itself (the shim's log is copied into containerd's stderr). */
   level?: 'debug' | 'info' | 'warn';
+  /** A whole config.toml instead of the default (which disables CRI), given the temp dir it must live in. */
+  config?: (dir: string, level: string) => string;
 }
 
 /** Bundles the shim (fast; esbuild) so the tests run the current source. */
@@ -122,7 +124,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   const namespace = opts.namespace ?? 'kata-ts-test';
   const socket = path.join(dir, 'containerd.sock');
   const logFile = path.join(dir, 'containerd.log');
-  fs.writeFileSync(path.join(dir, 'config.toml'), configToml(dir, opts.level ?? 'info'));
+  fs.writeFileSync(path.join(dir, 'config.toml'), (opts.config ?? configToml)(dir, opts.level ?? 'info'));
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     PATH: `${path.join(REPO, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,

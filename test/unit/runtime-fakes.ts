@@ -60,6 +60,8 @@ export class FakeAgent {
   readonly calls: { method: string; req: unknown }[] = [];
   readonly containers = new Map<string, { spec: CreateContainerRequest; procs: Map<string, FakeProc> }>();
   failCreateContainer: string | undefined;
+  /** ExecProcess fails with this (as the agent does for a missing binary). */
+  failExecProcess: string | undefined;
   destroyed = false;
 
   constructor() {
@@ -120,6 +122,7 @@ export class FakeAgent {
       },
       execProcess: (r) => {
         rec('execProcess', r);
+        if (this.failExecProcess) throw new TtrpcError(Code.Internal, this.failExecProcess);
         const c = this.containers.get(r.containerId);
         if (!c) throw new TtrpcError(Code.NotFound, 'no container');
         const p = newProc(r.process?.Args ?? [], r.process?.Env ?? []);

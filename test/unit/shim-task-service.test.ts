@@ -259,6 +259,53 @@ describe('Task service over the fake agent', () => {
     await task.delete({ id: 'sb1' });
   });
 
+  it('ends an exec whose Start failed at once, and kills only the exec on kill --all (CRI ExecSync)', async () => {
+    await createAndStart('sb1', ['sh', '-c', 'sleep 30']);
+    const spec = (args: string[]) => ({
+      typeUrl: 'types.containerd.io/opencontainers/runtime-spec/1/Process',
+      value: Buffer.from(JSON.stringify({ args, env: ['PATH=/bin:/usr/bin'], cwd: '/' })),
+    });
+    // CRI's execInternal: Exec, Wait, then Start; after the failed Start, Delete(WithProcessKill): Wait, Kill
+    // (all) and Delete. Each must answer at once, not at containerd's one-minute deadline.
+    env.agent.failExecProcess = 'exec: "/no/such/binary": stat /no/such/binary: no such file or directory';
+    const f = fifos('e1');
+    const eout = readAll(f.stdout);
+    await task.exec({ id: 'sb1', execId: 'e1', stdout: f.stdout, stderr: '', stdin: '', spec: spec(['/x']) });
+    const waited = task.wait({ id: 'sb1', execId: 'e1' });
+    await expect(task.start({ id: 'sb1', execId: 'e1' })).rejects.toThrow(/no such file or directory/);
+    expect((await waited).exitStatus).toBe(255);
+    expect((await task.wait({ id: 'sb1', execId: 'e1' })).exitStatus).toBe(255);
+    // NotFound is what containerd's WithProcessKill takes for "already gone".
+    await expect(task.kill({ id: 'sb1', execId: 'e1', signal: 9, all: true })).rejects.toMatchObject({
+      code: Code.NotFound,
+    });
+    expect((await task.delete({ id: 'sb1', execId: 'e1' })).exitStatus).toBe(255);
+    expect(await eout).toBe('');
+    expect(pub.topics()).not.toContain('/tasks/exit');
+    env.agent.failExecProcess = undefined;
+
+    // kill --all of a running exec signals that exec, never the container's init.
+    const g = fifos('e2');
+    void readAll(g.stdout);
+    await task.exec({
+      id: 'sb1',
+      execId: 'e2',
+      stdout: g.stdout,
+      stderr: '',
+      stdin: '',
+      spec: spec(['sleep', '30']),
+    });
+    await task.start({ id: 'sb1', execId: 'e2' });
+    await task.kill({ id: 'sb1', execId: 'e2', signal: 9, all: true });
+    expect((await task.wait({ id: 'sb1', execId: 'e2' })).exitStatus).toBe(137);
+    await task.delete({ id: 'sb1', execId: 'e2' });
+    expect((await task.state({ id: 'sb1' })).status).toBe(Status.RUNNING);
+
+    await task.kill({ id: 'sb1', signal: 9 });
+    await task.wait({ id: 'sb1' });
+    await task.delete({ id: 'sb1' });
+  });
+
   it('delivers SIGTERM to a trapping process, pauses and resumes, reports stats', async () => {
     await createAndStart('sb1', ['sh', '-c', 'trap "exit 42" TERM; while true; do sleep 0.1; done']);
     await task.pause({ id: 'sb1' });
