@@ -20,7 +20,7 @@ import type { OciSpec } from '../../src/runtime/oci.js';
 import type { Publisher } from '../../src/shim/events.js';
 import { createTaskService } from '../../src/shim/task-service.js';
 import { FakeHypervisor } from '../unit/runtime-fakes.js';
-import { CAPS, type HostAgent, buildBusyboxRootfs, mountsUnder, startHostAgent } from './agent-fixtures.js';
+import { CAPS, type HostAgent, buildBusyboxRootfs, mountsUnder, startHostAgent } from '../helpers/host-agent.js';
 
 const canRun = process.getuid?.() === 0 && fs.existsSync('/usr/bin/crun');
 
