@@ -9,7 +9,7 @@ import type { Spec } from '../../src/protocols/gen/oci_pb.js';
 import { type OciSpec, specToGrpc } from '../../src/protocols/oci-spec.js';
 import { type Client, Code, type TtrpcClient, createClient } from '../../src/protocols/ttrpc/index.js';
 import { type BootedVm, bootVm, processExists } from '../helpers/vm.js';
-import { CAPS, buildBusyboxRootfs } from '../helpers/host-agent.js';
+import { CAPS, buildBusyboxRootfs } from './agent-fixtures.js';
 
 const GUEST_SHARED = '/run/kata-containers/shared/containers';
 const canRun = process.getuid?.() === 0 && fs.existsSync('/usr/bin/qemu-system-x86_64');
