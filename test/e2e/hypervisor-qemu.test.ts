@@ -22,6 +22,7 @@ import type { VmConfig } from '../../src/hypervisor/hypervisor.js';
 import { createHypervisor, stopFromState } from '../../src/hypervisor/index.js';
 import type { QemuHypervisor } from '../../src/hypervisor/qemu/qemu.js';
 import { AGENT_VSOCK_PORT, VHOST_VSOCK_DEVICE } from '../../src/hypervisor/vsock.js';
+import { useLeftoverCheck } from '../helpers/leftovers.js';
 import { testKataConfig } from '../unit/hypervisor-fixtures.js';
 import { type TestGuest, ensureTestGuest, processesMentioning, waitConsole } from './hypervisor-guest.js';
 
@@ -30,8 +31,14 @@ let guest: TestGuest;
 const created: string[] = [];
 const mounts: string[] = [];
 
+const ids: string[] = [];
+// First hook of the file: its after-hook runs last, after the clean-up below.
+useLeftoverCheck({ per: 'file', ids: () => ids });
+
 function sandboxId(tag: string): string {
-  return `hvtest-${tag}-${process.pid}-${Date.now().toString(36)}`;
+  const id = `hvtest-${tag}-${process.pid}-${Date.now().toString(36)}`;
+  ids.push(id);
+  return id;
 }
 
 function sharedDirFor(id: string): string {
