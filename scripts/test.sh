@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh Debian 12 machine: set-up (packages, npm, bundles, guest image), then
-# unit tests and the end-to-end tests in real QEMU VMs through a private containerd.
+# The whole test suite, from a fresh Debian 12 machine: set-up (packages, npm, bundles, guest image), then the
+# three tiers in order (test/README.md): unit (hermetic), integration (root, this host, no VM), e2e (real QEMU
+# VMs through a private containerd, one file at a time). Every tier runs even when an earlier one failed; the
+# closing line sums them and the exit status is non-zero on any failure. Extra arguments go to every tier.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -8,11 +10,27 @@ bash scripts/setup.sh
 echo "test: set-up took $(( $(date +%s) - start )) s" >&2
 npx tsc --noEmit -p .
 npx biome check src test bench scripts
+mkdir -p build
 rc=0
-npx vitest run --reporter=default --reporter=json --outputFile=build/test-results.json "$@" || rc=$?
+for tier in unit integration e2e; do
+  t0=$(date +%s)
+  rm -f "build/test-results-$tier.json"
+  npx vitest run --project "$tier" --passWithNoTests --reporter=default --reporter=json \
+    --outputFile="build/test-results-$tier.json" "$@" || rc=1
+  echo "test: $tier took $(( $(date +%s) - t0 )) s" >&2
+done
 node -e '
-  const r = JSON.parse(require("fs").readFileSync("build/test-results.json", "utf8"));
-  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped`);
-' || true
+  const fs = require("fs");
+  let passed = 0, failed = 0, skipped = 0;
+  for (const tier of ["unit", "integration", "e2e"]) {
+    const f = `build/test-results-${tier}.json`;
+    // A tier that wrote no report (vitest crashed at start-up) counts as one failure.
+    if (!fs.existsSync(f)) { console.error(`test: ${tier} wrote no report`); failed++; continue; }
+    const r = JSON.parse(fs.readFileSync(f, "utf8"));
+    passed += r.numPassedTests; failed += r.numFailedTests; skipped += r.numPendingTests + r.numTodoTests;
+  }
+  console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
+  if (failed > 0) process.exit(1);
+' || rc=1
 echo "test: total $(( $(date +%s) - start )) s" >&2
 exit $rc

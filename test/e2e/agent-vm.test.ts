@@ -8,8 +8,12 @@ import { AgentService } from '../../src/protocols/gen/agent_pb.js';
 import type { Spec } from '../../src/protocols/gen/oci_pb.js';
 import { type OciSpec, specToGrpc } from '../../src/protocols/oci-spec.js';
 import { type Client, Code, type TtrpcClient, createClient } from '../../src/protocols/ttrpc/index.js';
+import { useLeftoverCheck } from '../helpers/leftovers.js';
 import { type BootedVm, bootVm, processExists } from '../helpers/vm.js';
 import { CAPS, buildBusyboxRootfs } from './agent-fixtures.js';
+
+// First hook of the file: its after-hook runs last, after the file's own clean-up.
+useLeftoverCheck({ per: 'file' });
 
 const GUEST_SHARED = '/run/kata-containers/shared/containers';
 const canRun = process.getuid?.() === 0 && fs.existsSync('/usr/bin/qemu-system-x86_64');

@@ -11,7 +11,11 @@ import { AgentService } from '../../src/protocols/gen/agent_pb.js';
 import { Health } from '../../src/protocols/gen/health_pb.js';
 import { MessageType, TtrpcClient, createClient, encodeFrame } from '../../src/protocols/ttrpc/index.js';
 import { type GuestImageFiles, ensureGuestImage } from '../helpers/guest-image.js';
+import { useLeftoverCheck } from '../helpers/leftovers.js';
 import { type BootedVm, bootVm, processExists } from '../helpers/vm.js';
+
+// First hook of the file: its after-hook runs last, after the file's own clean-up.
+useLeftoverCheck({ per: 'file' });
 
 const canRun = process.getuid?.() === 0 && fs.existsSync('/usr/bin/qemu-system-x86_64');
 

@@ -1,7 +1,17 @@
 // Real VMs under TCG: boot, QMP control, virtiofsd (incl. mounts made after it started), block/cpu/memory
 // hotplug, failures with QEMU's stderr, and that nothing (process, run dir) is left behind.
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  constants,
+  accessSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
@@ -11,6 +21,8 @@ import { probeAccelerator } from '../../src/hypervisor/accel.js';
 import type { VmConfig } from '../../src/hypervisor/hypervisor.js';
 import { createHypervisor, stopFromState } from '../../src/hypervisor/index.js';
 import type { QemuHypervisor } from '../../src/hypervisor/qemu/qemu.js';
+import { AGENT_VSOCK_PORT, VHOST_VSOCK_DEVICE } from '../../src/hypervisor/vsock.js';
+import { useLeftoverCheck } from '../helpers/leftovers.js';
 import { testKataConfig } from '../unit/hypervisor-fixtures.js';
 import { type TestGuest, ensureTestGuest, processesMentioning, waitConsole } from './hypervisor-guest.js';
 
@@ -19,8 +31,14 @@ let guest: TestGuest;
 const created: string[] = [];
 const mounts: string[] = [];
 
+const ids: string[] = [];
+// First hook of the file: its after-hook runs last, after the clean-up below.
+useLeftoverCheck({ per: 'file', ids: () => ids });
+
 function sandboxId(tag: string): string {
-  return `hvtest-${tag}-${process.pid}-${Date.now().toString(36)}`;
+  const id = `hvtest-${tag}-${process.pid}-${Date.now().toString(36)}`;
+  ids.push(id);
+  return id;
 }
 
 function sharedDirFor(id: string): string {
@@ -54,6 +72,15 @@ function config(mode: string, over: Partial<QemuConfig> = {}) {
   });
 }
 
+function kvmUsable(): boolean {
+  try {
+    accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function expectNothingLeft(id: string, runDir: string): void {
   expect(processesMentioning(id)).toEqual([]);
   expect(existsSync(runDir)).toBe(false);
@@ -82,7 +109,8 @@ describe('QEMU hypervisor (TCG)', () => {
       devices: [{ kind: 'virtio-fs', id: 'shared', tag: 'kataShared', sharedDir: shared }],
     });
     const hv = createHypervisor(
-      config('full', { block_device_driver: 'virtio-scsi' }),
+      // virtio-serial pinned: the test guest reports the agent.channel.0 port it sees.
+      config('full', { block_device_driver: 'virtio-scsi', agent_channel: 'virtio-serial' }),
       log,
     ) as QemuHypervisor;
     const consoleLog = path.join(vm.runDir, 'console.log');
@@ -295,15 +323,45 @@ describe('QEMU hypervisor (TCG)', () => {
     }
   });
 
-  it('accel probe: KVM cannot boot a guest here, so tcg; cached the second time', async () => {
+  it('agent_channel auto: vsock where this host has /dev/vhost-vsock, else virtio-serial', async () => {
+    const id = sandboxId('chan');
+    const vm = vmConfig(id);
+    const hv = createHypervisor(config('idle'), log) as QemuHypervisor;
+    try {
+      await hv.prepareVm(vm);
+      if (existsSync(VHOST_VSOCK_DEVICE)) {
+        expect(hv.agentEndpoint()).toEqual({
+          kind: 'vsock',
+          cid: expect.any(Number),
+          port: AGENT_VSOCK_PORT,
+        });
+      } else {
+        expect(hv.agentEndpoint()).toEqual({ kind: 'virtio-serial', socketPath: `${vm.runDir}/agent.sock` });
+      }
+    } finally {
+      await hv.cleanup();
+    }
+    expectNothingLeft(id, vm.runDir);
+  });
+
+  it('accel probe: tcg without a usable /dev/kvm, else the verdict of a KVM boot; cached the second time', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'hv-accel-'));
     try {
       const cfg = config('idle', { accel: 'auto' });
       const cacheFile = path.join(dir, 'accel.json');
       const first = await probeAccelerator(cfg, { cacheFile, log });
-      expect(first.accel).toBe('tcg');
       expect(first.cached).toBe(false);
-      expect(first.reason).toMatch(/TCG/);
+      if (!kvmUsable()) {
+        expect(first).toMatchObject({
+          accel: 'tcg',
+          reason: expect.stringMatching(/\/dev\/kvm is not usable/),
+        });
+        // Nothing to probe with: no verdict is cached.
+        expect(await probeAccelerator(cfg, { cacheFile, log })).toEqual(first);
+        return;
+      }
+      // With /dev/kvm the probe boots the kernel under KVM; its reason says which way that went.
+      expect(first.reason).toMatch(first.accel === 'kvm' ? /booted to the end/ : /falling back to TCG/);
       const second = await probeAccelerator(cfg, { cacheFile, log });
       expect(second).toEqual({ ...first, cached: true });
       expect(processesMentioning('rdinit=/nonexistent')).toEqual([]);

@@ -6,8 +6,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { KATA_RUNTIME, leftovers } from '../helpers/containerd.js';
-import { guestKernelVersion, waitNoLeftovers } from './shim-fixtures.js';
+import { KATA_RUNTIME } from '../helpers/containerd.js';
+import { leftovers, waitNoLeftovers } from '../helpers/leftovers.js';
+import { guestKernelVersion } from './shim-fixtures.js';
 import { useKataSuite } from './shim-suite.js';
 
 const suite = useKataSuite();
@@ -244,7 +245,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
       expect(c.code, explain(c)).toBe(0);
       // Same kernel: the container ran in the sandbox's VM, served by the sandbox's shim.
       expect(c.stdout.trim()).toBe(sbBoot.stdout.trim());
-      expect(leftovers([cid]).filter((l) => l.startsWith('process'))).toEqual([]);
+      expect(leftovers([cid]).filter((l) => l.startsWith('processes'))).toEqual([]);
       const qemus = leftovers([sid]).filter((l) => /qemu-system/.test(l));
       expect(qemus.length).toBe(1);
     } finally {
@@ -271,7 +272,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
       expect(fs.existsSync(`/run/kata/${cid}/state.json`)).toBe(true);
       process.kill(shimPid, 'SIGKILL');
       // containerd notices the closed connection, runs `shim delete`, which kills QEMU and virtiofsd and unmounts.
-      expect(await waitNoLeftovers([cid], 60_000)).toEqual([]);
+      expect(await waitNoLeftovers([cid], { timeoutMs: 60_000 })).toEqual([]);
       const ls = await suite.k.ctrd.ctr(['task', 'ls']);
       expect(ls.stdout).not.toMatch(new RegExp(`${cid}\\s+\\d+\\s+RUNNING`));
     } finally {

@@ -11,6 +11,10 @@ import {
 } from '../../src/protocols/gen/github.com/containerd/containerd/api/events/task_pb.js';
 import { EventPublisher, TOPICS } from '../../src/shim/events.js';
 import { type Containerd, startContainerd } from '../helpers/containerd.js';
+import { useLeftoverCheck } from '../helpers/leftovers.js';
+
+// First hook of the file: its after-hook runs last, after the file's own clean-up.
+useLeftoverCheck({ per: 'file' });
 
 let ctrd: Containerd;
 beforeAll(async () => {

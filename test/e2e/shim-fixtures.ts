@@ -1,6 +1,6 @@
 // Shared set-up of the shim e2e tests and the start-up benchmark: the guest image, a Kata configuration.toml for
 // it (TCG: this host's KVM cannot boot a stock kernel), a private containerd with the shim on PATH and the busybox
-// image imported, and a poll for "nothing left on the host".
+// image imported. The check for "nothing left on the host" is test/helpers/leftovers.ts.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,7 +12,6 @@ import {
   KATA_RUNTIME,
   REPO,
   buildShim,
-  leftovers,
   startContainerd,
 } from '../helpers/containerd.js';
 import { type GuestImageFiles, ensureGuestImage } from '../helpers/guest-image.js';
@@ -147,17 +146,6 @@ export async function setupKata(opts: { level?: 'debug' | 'info' } = {}): Promis
       fs.rmSync(confDir, { recursive: true, force: true });
     },
   };
-}
-
-/** Polls until the sandboxes left nothing on the host (the shim exits a moment after ctr returns). */
-export async function waitNoLeftovers(ids: string[], timeoutMs = 30_000): Promise<string[]> {
-  const deadline = Date.now() + timeoutMs;
-  let left = leftovers(ids);
-  while (left.length > 0 && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 200));
-    left = leftovers(ids);
-  }
-  return left;
 }
 
 let seq = 0;

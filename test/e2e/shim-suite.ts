@@ -1,8 +1,10 @@
 // The per-file harness of the shim e2e tests: one private containerd for the file, ids for the containers a test
-// makes, and after each test the check that nothing of them is left on the host. When something is, it is
-// force-cleaned too, so that one failure does not leak into the next test.
-import { afterAll, afterEach, beforeAll, expect } from 'vitest';
-import { type KataSetup, newId, setupKata, waitNoLeftovers } from './shim-fixtures.js';
+// makes, and after each test the check that nothing is left on the host (test/helpers/leftovers.ts: nothing
+// naming those ids, nothing new since the test began). When something is, it is force-cleaned too, so that one
+// failure does not leak into the next test.
+import { afterAll, beforeAll, beforeEach } from 'vitest';
+import { useLeftoverCheck } from '../helpers/leftovers.js';
+import { type KataSetup, newId, setupKata } from './shim-fixtures.js';
 
 export interface KataSuite {
   /** The file's containerd and guest image (set up in beforeAll). */
@@ -17,19 +19,21 @@ export function useKataSuite(): KataSuite {
   beforeAll(async () => {
     setup = await setupKata();
   });
-  afterEach(async () => {
-    const ids = used;
+  beforeEach(() => {
     used = [];
-    const left = await waitNoLeftovers(ids);
-    if (left.length && setup) {
+  });
+  useLeftoverCheck({
+    per: 'test',
+    ids: () => used,
+    onLeft: async () => {
+      if (!setup) return;
       console.error(setup.ctrd.readLog().slice(-20_000));
-      for (const i of ids) {
+      for (const i of used) {
         await setup.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', i]);
         await setup.ctrd.ctr(['task', 'delete', '--force', i]);
         await setup.ctrd.ctr(['container', 'delete', i]);
       }
-    }
-    expect(left).toEqual([]);
+    },
   });
   afterAll(async () => {
     await setup?.close();

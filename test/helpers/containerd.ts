@@ -260,29 +260,3 @@ async function stopOrphanShims(socket: string, namespace: string): Promise<void>
     }
   }
 }
-
-/** Host leftovers of the given sandboxes: processes, mounts and directories that should be gone. */
-export function leftovers(ids: string[], extraPatterns: string[] = []): string[] {
-  const found: string[] = [];
-  const patterns = [...ids, ...extraPatterns].filter(Boolean);
-  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    let cmd: string;
-    try {
-      cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
-    } catch {
-      continue;
-    }
-    if (!/qemu-system|virtiofsd|containerd-shim-kata-v2/.test(cmd)) continue;
-    if (patterns.some((p) => cmd.includes(p))) found.push(`process ${pid}: ${cmd.slice(0, 200)}`);
-  }
-  for (const line of fs.readFileSync('/proc/mounts', 'utf8').split('\n')) {
-    const mnt = line.split(' ')[1] ?? '';
-    if (patterns.some((p) => mnt.includes(p))) found.push(`mount: ${line}`);
-  }
-  for (const id of ids) {
-    for (const d of [`/run/kata/${id}`, `/run/vc/vm/${id}`, `/run/kata-containers/shared/sandboxes/${id}`]) {
-      if (fs.existsSync(d)) found.push(`dir: ${d}`);
-    }
-  }
-  return found;
-}

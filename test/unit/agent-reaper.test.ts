@@ -36,8 +36,9 @@ describe('reaper', () => {
   });
 
   it('keeps the status of an orphan nobody waited for yet', async () => {
-    const pid = await orphan('exit 3');
-    await new Promise((r) => setTimeout(r, 400)); // reaped meanwhile as an unknown orphan
+    // It outlives its parent sh a moment: one that exits first can be reaped by that sh, never reaching us.
+    const pid = await orphan('sleep 0.1; exit 3');
+    await new Promise((r) => setTimeout(r, 500)); // reaped meanwhile as an unknown orphan
     expect(await waitForExit(pid)).toEqual({ exitCode: 3, signal: null });
   });
 

@@ -39,7 +39,7 @@ describe('OCI JSON → grpc.Spec', () => {
     },
   };
 
-  it('maps every field the agent reads, case-insensitively', () => {
+  it("maps every field the agent reads to the agent's Go field names", () => {
     const g = toGrpcSpec(spec);
     expect(g.Version).toBe('1.0.2-dev');
     expect(g.Hostname).toBe('h1');

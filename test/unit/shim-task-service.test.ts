@@ -2,11 +2,13 @@
 // the host: create/start/wait/delete, stdio (order, stdin + CloseIO), exec, kill, pause, stats, events, errors.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { type DescMessage, type MessageInitShape, create, fromBinary } from '@bufbuild/protobuf';
 import { anyPack } from '@bufbuild/protobuf/wkt';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { logger } from '../../src/common/log.js';
+import { pollUntil } from '../../src/common/poll.js';
 import { MetricsSchema } from '../../src/protocols/gen/github.com/containerd/cgroups/stats/v1/metrics_pb.js';
 import { Status } from '../../src/protocols/gen/github.com/containerd/containerd/api/types/task/task_pb.js';
 import { OptionsSchema } from '../../src/protocols/gen/github.com/containerd/containerd/pkg/runtimeoptions/v1/api_pb.js';
@@ -307,7 +309,15 @@ describe('Task service over the fake agent', () => {
   });
 
   it('delivers SIGTERM to a trapping process, pauses and resumes, reports stats', async () => {
-    await createAndStart('sb1', ['sh', '-c', 'trap "exit 42" TERM; while true; do sleep 0.1; done']);
+    // The script says when its trap is set: a SIGTERM before that would end it with 143, not 42.
+    const trapped = path.join(os.tmpdir(), `kts-trapped-${process.pid}-${Date.now()}`);
+    await createAndStart('sb1', [
+      'sh',
+      '-c',
+      `trap "exit 42" TERM; : > ${trapped}; while true; do sleep 0.1; done`,
+    ]);
+    await pollUntil(() => fs.existsSync(trapped), { timeoutMs: 10_000, what: 'the trap to be set' });
+    fs.rmSync(trapped, { force: true });
     await task.pause({ id: 'sb1' });
     expect((await task.state({ id: 'sb1' })).status).toBe(Status.PAUSED);
     await expect(task.pause({ id: 'sb1' })).rejects.toMatchObject({ code: Code.FailedPrecondition });

@@ -19,8 +19,14 @@ import type { RuntimeDeps, SharedFsHandle } from '../../src/runtime/deps.js';
 import type { OciSpec } from '../../src/runtime/oci.js';
 import type { Publisher } from '../../src/shim/events.js';
 import { createTaskService } from '../../src/shim/task-service.js';
+import {
+  CAPS,
+  type HostAgent,
+  buildBusyboxRootfs,
+  mountsUnder,
+  startHostAgent,
+} from '../e2e/agent-fixtures.js';
 import { FakeHypervisor } from '../unit/runtime-fakes.js';
-import { CAPS, type HostAgent, buildBusyboxRootfs, mountsUnder, startHostAgent } from './agent-fixtures.js';
 
 const canRun = process.getuid?.() === 0 && fs.existsSync('/usr/bin/crun');
 

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IPFamily } from '../../src/protocols/gen/types_pb.js';
 import { Code } from '../../src/protocols/ttrpc/index.js';
-import { type HostAgent, startHostAgent } from './agent-fixtures.js';
+import { type HostAgent, startHostAgent } from '../e2e/agent-fixtures.js';
 
 const ns = `kt-agent-net-${process.pid}`;
 const canRun = process.getuid?.() === 0 && fs.existsSync('/bin/busybox') && hasIp();

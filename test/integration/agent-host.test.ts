@@ -14,7 +14,7 @@ import {
   processesInCgroup,
   readAll,
   startHostAgent,
-} from './agent-fixtures.js';
+} from '../e2e/agent-fixtures.js';
 
 const canRun = process.getuid?.() === 0 && fs.existsSync('/usr/bin/crun');
 
