@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pollUntil, sleep } from '../../../src/common/poll.js';
 import { BUSYBOX_IMAGE, importBusybox } from '../busybox-image.js';
-import { type Containerd, KATA_RUNTIME, leftovers, startContainerd } from '../containerd.js';
+import { type Containerd, KATA_RUNTIME, startContainerd } from '../containerd.js';
+import { leftovers } from '../leftovers.js';
 import { CriClient } from './client.js';
 import { PAUSE_IMAGE, buildPauseImageTar } from './pause-image.js';
 
