@@ -3,8 +3,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../common/log.js';
+import { sleep } from '../common/poll.js';
 import type { KataConfig } from '../config/types.js';
+import { SHARED_FS_TAG } from '../contract/index.js';
 import type { Hypervisor, VmExit } from '../hypervisor/hypervisor.js';
+import type { ProcessIdentity } from '../hypervisor/proc.js';
 import type { StatsContainerResponse } from '../protocols/gen/agent_pb.js';
 import type { AgentClient, AgentConnection } from './agent.js';
 import { Container, type ExitListener } from './container.js';
@@ -45,6 +48,16 @@ export interface SandboxOptions {
   staticResources?: { memoryBytes: number; cpus: number };
 }
 
+export interface ProcessState {
+  id: string;
+  execId: string;
+  bundle: string;
+  pid: number;
+  status: 'created' | 'running' | 'paused' | 'stopped';
+  stdio: StdioPaths;
+  exit?: ExitInfo;
+}
+
 export interface CreateContainerRequest {
   id: string;
   bundle: string;
@@ -67,6 +80,9 @@ export class Sandbox {
   private conn: AgentConnection | undefined;
   private stopping: Promise<void> | undefined;
   private persistChain: Promise<void> = Promise.resolve();
+  private shim: ProcessIdentity | undefined;
+  /** Aborted when the sandbox stops: ends background waits (the OOM watch's retry pause). */
+  private readonly stopped = new AbortController();
   private readonly createdAt = new Date().toISOString();
   private readonly log: Logger;
   private readonly onExit: ExitListener;
@@ -120,6 +136,7 @@ export class Sandbox {
 
   private async boot(): Promise<void> {
     const { config, deps, id } = this.o;
+    this.shim = await deps.processes?.identify(process.pid);
     // Persist first: if this process dies half-way, `shim delete` finds what to undo.
     await this.persistNow('created');
     this.fs = deps.sharedFs(id);
@@ -147,13 +164,14 @@ export class Sandbox {
       memoryMiB,
       maxMemoryMiB: Math.max(memoryMiB, q.default_maxmemory || memoryMiB),
       devices: [
-        { kind: 'virtio-fs', id: 'kata-shared', tag: 'kataShared', sharedDir: this.fs.hostSharedDir },
+        { kind: 'virtio-fs', id: 'kata-shared', tag: SHARED_FS_TAG, sharedDir: this.fs.hostSharedDir },
       ],
       kernelParams,
+      // The hypervisor persists through us before it creates anything on the host (run dir, processes, ...).
+      persistState: () => this.persistNow(this.status === 'running' ? 'running' : 'created'),
     });
     await this.hv.startVm(VM_START_TIMEOUT_MS);
     phase(this.log, 'vm_launched', { pids: this.hv.getPids() });
-    await this.persistNow('created');
     await this.joinSandboxCgroup();
 
     // Stop waiting for the agent as soon as the VMM dies (bad kernel, QEMU error): the error says why.
@@ -268,12 +286,36 @@ export class Sandbox {
     return this.container(containerId).addExec(execId, spec, stdio);
   }
 
+  /**
+   * Signals a process. This layer decides only whether the VM can be reached: once it is gone (stopping or
+   * stopped) no process can be running any more, and the container says so the way runc does (NotFound).
+   */
   async kill(containerId: string, execId: string, signal: number, all: boolean): Promise<void> {
     const c = this.container(containerId);
+    const vm =
+      this.status === 'running' ? this.agent : { gone: `the VM of sandbox ${this.id} is ${this.status}` };
+    await c.kill(vm, execId, signal, all);
+  }
+
+  /** containerd's view of one process (State). */
+  processState(containerId: string, execId: string): ProcessState {
+    const c = this.container(containerId);
     const p = c.process(execId);
-    if (p.status === 'stopped') throw notFound(`process ${execId || containerId} already finished`);
-    if (this.status !== 'running') return; // the VM is gone: every process is being marked exited
-    await c.kill(this.agent, execId, signal, all);
+    const status = p.status === 'stopped' ? 'stopped' : c.paused ? 'paused' : p.status;
+    return {
+      id: execId || containerId,
+      execId,
+      bundle: c.bundle,
+      pid: p.pid,
+      status,
+      stdio: p.stdio,
+      exit: p.exit,
+    };
+  }
+
+  /** The process's exit, once it happened (and its output reached the FIFOs). */
+  wait(containerId: string, execId: string): Promise<ExitInfo> {
+    return this.container(containerId).process(execId).exited;
   }
 
   async closeIo(containerId: string, execId: string): Promise<void> {
@@ -347,6 +389,7 @@ export class Sandbox {
   private async doStop(): Promise<void> {
     const wasRunning = this.status === 'running';
     this.status = 'stopping';
+    this.stopped.abort(new Error(`sandbox ${this.id} is stopping`));
     const errors: string[] = [];
     const attempt = async (what: string, fn: () => Promise<unknown>) => {
       try {
@@ -416,7 +459,11 @@ export class Sandbox {
         const code = (e as { code?: number }).code;
         if (this.status === 'running' && code !== 12 /* Unimplemented */) {
           this.log.debug({ err: errorMessage(e) }, 'GetOOMEvent failed; retrying');
-          await new Promise((r) => setTimeout(r, 1000));
+          const stopped = await sleep(1000, this.stopped.signal).then(
+            () => false,
+            () => true,
+          );
+          if (stopped) return;
           continue;
         }
         return;
@@ -442,7 +489,7 @@ export class Sandbox {
         runDir: vm?.runDir ?? path.join(VM_RUN_ROOT, this.id),
       },
       vm,
-      shimPid: process.pid,
+      shim: this.shim,
       containers: [...this.containers.values()].map((c) => ({
         id: c.id,
         bundle: c.bundle,
