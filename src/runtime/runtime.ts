@@ -3,12 +3,11 @@
 // container waits for it, and the sandbox container's Delete (or the last one's) stops it.
 import type { Logger } from '../common/log.js';
 import type { KataConfig } from '../config/types.js';
-import type { StatsContainerResponse } from '../protocols/gen/agent_pb.js';
 import type { RootfsMount, RuntimeDeps } from './deps.js';
 import { RuntimeError, errorMessage, withContext } from './errors.js';
 import type { StdioPaths } from './io.js';
-import type { OciProcess, OciResources, OciSpec } from './oci.js';
-import type { ContainerProcess, ExitInfo } from './process.js';
+import type { OciSpec } from './oci.js';
+import type { ExitInfo } from './process.js';
 import { Sandbox, type SandboxEvents } from './sandbox.js';
 
 export interface RuntimeOptions {
