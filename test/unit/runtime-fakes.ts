@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { defaultConfig } from '../../src/config/index.js';
 import type { KataConfig } from '../../src/config/types.js';
-import type { Hypervisor, VmExit, VmState } from '../../src/hypervisor/hypervisor.js';
+import type { Hypervisor, VmConfig, VmExit, VmState } from '../../src/hypervisor/hypervisor.js';
 import { AgentService, type CreateContainerRequest } from '../../src/protocols/gen/agent_pb.js';
 import { Health } from '../../src/protocols/gen/health_pb.js';
 import { Code, TtrpcError, TtrpcServer } from '../../src/protocols/ttrpc/index.js';
@@ -60,6 +60,8 @@ export class FakeAgent {
   readonly calls: { method: string; req: unknown }[] = [];
   readonly containers = new Map<string, { spec: CreateContainerRequest; procs: Map<string, FakeProc> }>();
   failCreateContainer: string | undefined;
+  /** DestroySandbox waits for this (a test holds a sandbox in "stopping"). */
+  holdDestroy: Promise<void> | undefined;
   destroyed = false;
 
   constructor() {
@@ -99,8 +101,9 @@ export class FakeAgent {
         rec('createSandbox', r);
         return {};
       },
-      destroySandbox: (r) => {
+      destroySandbox: async (r) => {
         rec('destroySandbox', r);
+        await this.holdDestroy;
         this.destroyed = true;
         this.killAll();
         return {};
@@ -218,8 +221,18 @@ export class FakeHypervisor implements Hypervisor {
     });
   }
   async check() {}
-  async prepareVm(cfg: unknown) {
+  /** saveState() as handed to VmConfig.persistState, in order. */
+  readonly persisted: VmState[] = [];
+  private persistState: VmConfig['persistState'];
+  async prepareVm(cfg: VmConfig) {
     this.prepared = cfg;
+    this.persistState = cfg.persistState;
+    await this.record(); // as the driver does before it creates the run dir
+  }
+  private async record() {
+    const s = this.saveState();
+    this.persisted.push(s);
+    await this.persistState?.(s);
   }
   async startVm() {
     if (this.failStart) {
@@ -232,6 +245,7 @@ export class FakeHypervisor implements Hypervisor {
       throw new Error(`qemu failed to start: ${this.failStart}`);
     }
     this.running = true;
+    await this.record(); // as the driver does right after spawning
   }
   async stopVm() {
     this.stopped = true;
@@ -250,8 +264,9 @@ export class FakeHypervisor implements Hypervisor {
     return {
       hypervisor: 'qemu',
       sandboxId: 'x',
-      pid: 4242,
+      pid: this.running ? 4242 : 0,
       runDir: '/nonexistent',
+      processes: this.running ? [{ role: 'vmm', pid: 4242, startTime: 1 }] : [],
       agent: { kind: 'virtio-serial', socketPath: this.agentSocket },
       accel: 'tcg',
     };
@@ -351,6 +366,10 @@ export async function fakeEnv(): Promise<FakeEnv> {
     },
     removeState: async (id) => {
       env.states.delete(id);
+    },
+    processes: {
+      identify: async (pid) => ({ pid, startTime: 1 }),
+      terminate: async () => false,
     },
   };
   return env;
