@@ -12,6 +12,17 @@ export type ContainerStatus = 'created' | 'running' | 'paused' | 'stopped';
 
 export type ExitListener = (p: ContainerProcess, e: ExitInfo) => void;
 
+/** containerd's view of one process (Task State). */
+export interface ProcessState {
+  id: string;
+  execId: string;
+  bundle: string;
+  pid: number;
+  status: ContainerStatus;
+  stdio: StdioPaths;
+  exit?: ExitInfo;
+}
+
 export class Container {
   readonly init: ContainerProcess;
   readonly execs = new Map<string, ContainerProcess>();
@@ -41,6 +52,20 @@ export class Container {
     const p = this.execs.get(execId);
     if (!p) throw notFound(`process ${execId} does not exist in container ${this.id}`);
     return p;
+  }
+
+  processState(execId: string): ProcessState {
+    const p = this.process(execId);
+    const status = p.status === 'stopped' ? 'stopped' : this.paused ? 'paused' : p.status;
+    return {
+      id: execId || this.id,
+      execId,
+      bundle: this.bundle,
+      pid: p.pid,
+      status,
+      stdio: p.stdio,
+      exit: p.exit,
+    };
   }
 
   /** Every process still tracked (init first). */

@@ -6,7 +6,7 @@ import type { Hypervisor, VmExit } from '../hypervisor/hypervisor.js';
 import type { ProcessIdentity } from '../hypervisor/proc.js';
 import type { StatsContainerResponse } from '../protocols/gen/agent_pb.js';
 import { type AgentClient, type AgentConnection, watchOomEvents } from './agent.js';
-import { Container, type ExitListener } from './container.js';
+import { Container, type ExitListener, type ProcessState } from './container.js';
 import type {
   PersistedSandbox,
   RootfsMount,
@@ -42,16 +42,6 @@ export interface SandboxOptions {
   events: SandboxEvents;
   /** Memory (bytes) and CPUs the first container asks for, added to the VM with static_sandbox_resource_mgmt. */
   staticResources?: { memoryBytes: number; cpus: number };
-}
-
-export interface ProcessState {
-  id: string;
-  execId: string;
-  bundle: string;
-  pid: number;
-  status: 'created' | 'running' | 'paused' | 'stopped';
-  stdio: StdioPaths;
-  exit?: ExitInfo;
 }
 
 export interface CreateContainerRequest {
@@ -283,18 +273,7 @@ export class Sandbox {
 
   /** containerd's view of one process (State). */
   processState(containerId: string, execId: string): ProcessState {
-    const c = this.container(containerId);
-    const p = c.process(execId);
-    const status = p.status === 'stopped' ? 'stopped' : c.paused ? 'paused' : p.status;
-    return {
-      id: execId || containerId,
-      execId,
-      bundle: c.bundle,
-      pid: p.pid,
-      status,
-      stdio: p.stdio,
-      exit: p.exit,
-    };
+    return this.container(containerId).processState(execId);
   }
 
   /** The process's exit, once it happened (and its output reached the FIFOs). */

@@ -7,6 +7,7 @@ import { PollTimeoutError, pollUntil } from '../../common/poll.js';
 import type { VmProcess } from '../hypervisor.js';
 import { processFromPidFile, processIdentity } from '../proc.js';
 import { type SupervisedChild, describeExit, formatTail, waitFor } from '../supervisor.js';
+import type { Virtiofsd } from '../virtiofsd.js';
 import { runDirPaths } from './cmdline.js';
 import { QmpClient } from './qmp.js';
 
@@ -134,4 +135,29 @@ export async function consoleTail(runDir: string, bytes = 2048): Promise<string>
   } catch {
     return '';
   }
+}
+
+/**
+ * Stops the VM (through `onDeath`) when a virtiofsd dies on its own: without its shared fs the guest cannot run
+ * containers. virtiofsd also exits when QEMU goes away (vhost-user disconnect), often before QEMU's exit is
+ * seen, so a death within 500 ms of QEMU's is QEMU's.
+ */
+export function watchVirtiofsd(
+  v: Virtiofsd,
+  o: {
+    qemu: () => SupervisedChild | undefined;
+    expected: () => boolean;
+    onDeath: (why: string) => void;
+    log: Logger;
+  },
+): void {
+  void v.exited.then(async (e) => {
+    if (o.expected()) return;
+    const qemu = o.qemu();
+    if (qemu && (await waitFor(qemu.exited, 500))) return;
+    if (o.expected()) return;
+    const why = `virtiofsd for ${v.opts.sharedDir} died: ${describeExit('virtiofsd', e)}`;
+    o.log.error({ stderr: e.stderrTail }, why);
+    o.onDeath(why);
+  });
 }

@@ -21,7 +21,7 @@ import type {
   VmProcess,
   VmState,
 } from '../hypervisor.js';
-import { type ChildExit, SupervisedChild, describeExit, formatTail, waitFor } from '../supervisor.js';
+import { type ChildExit, SupervisedChild, describeExit, formatTail } from '../supervisor.js';
 import { Virtiofsd } from '../virtiofsd.js';
 import {
   AGENT_VSOCK_PORT,
@@ -41,6 +41,7 @@ import {
   refuseLiveRunDir,
   spawnedProcess,
   waitRunning,
+  watchVirtiofsd,
 } from './process.js';
 import type { QmpClient } from './qmp.js';
 
@@ -226,7 +227,17 @@ export class QemuHypervisor implements Hypervisor {
       for (const v of this.virtiofsds) {
         waitingFor = `virtiofsd socket ${v.opts.socketPath}`;
         await v.start(Math.max(deadline - Date.now(), 1), (pid) => this.recordSpawn('virtiofsd', pid));
-        this.watchVirtiofsd(v);
+        watchVirtiofsd(v, {
+          qemu: () => this.qemu,
+          expected: () => v.isStopping || this.winding(),
+          onDeath: (why) => {
+            this.stopReason ??= why;
+            void this.stopVm().catch((err) =>
+              this.log.error({ err: String(err) }, 'stopping VM after virtiofsd died'),
+            );
+          },
+          log: this.log,
+        });
       }
       const q = this.config.hypervisor;
       this.log.info({ qemu: q.path, args: this.cmd.args }, 'starting QEMU');
@@ -264,22 +275,6 @@ export class QemuHypervisor implements Hypervisor {
         { cause: err },
       );
     }
-  }
-
-  private watchVirtiofsd(v: Virtiofsd): void {
-    void v.exited.then(async (e) => {
-      if (v.isStopping || this.winding()) return;
-      // virtiofsd also exits when QEMU goes away (vhost-user disconnect), often before we see QEMU's exit.
-      if (this.qemu && (await waitFor(this.qemu.exited, 500))) return;
-      if (v.isStopping || this.winding()) return;
-      // Without its shared fs the guest cannot run containers: stop the VM so the runtime notices.
-      const why = `virtiofsd for ${v.opts.sharedDir} died: ${describeExit('virtiofsd', e)}`;
-      this.log.error({ stderr: e.stderrTail }, why);
-      this.stopReason ??= why;
-      void this.stopVm().catch((err) =>
-        this.log.error({ err: (err as Error).message }, 'stopping VM after virtiofsd died'),
-      );
-    });
   }
 
   /** True once the VM is being stopped or is gone (a method, so TS does not narrow `phase` across awaits). */
