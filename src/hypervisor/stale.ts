@@ -1,6 +1,7 @@
 // Undoing a dead VM from its persisted VmState, without the Hypervisor object that started it (`shim delete`
 // after the shim died, or cleanup of a crashed sandbox). Processes are recognised by pid + start time only.
 import { rm } from 'node:fs/promises';
+import path from 'node:path';
 import type { Logger } from '../common/log.js';
 import type { VmProcess, VmState } from './hypervisor.js';
 import { type ProcessIdentity, processFromPidFile, terminateProcess } from './proc.js';
@@ -35,6 +36,17 @@ export async function cleanupDeadVm(
 ): Promise<void> {
   const errors: string[] = [];
   const graceMs = opts.graceMs ?? 3000;
+  // The run dir is removed recursively: only ever a per-sandbox dir named after the sandbox.
+  if (
+    typeof state.runDir !== 'string' ||
+    !path.isAbsolute(state.runDir) ||
+    path.basename(state.runDir) !== state.sandboxId
+  ) {
+    throw new Error(
+      `cleaning up the dead VM of sandbox ${state.sandboxId}: run dir ${JSON.stringify(state.runDir)} is not ` +
+        'an absolute path ending in the sandbox id; refusing to touch it',
+    );
+  }
   const targets: { id: ProcessIdentity; what: string }[] = validProcesses(state).map((p) => ({
     id: { pid: p.pid, startTime: p.startTime },
     what: p.role,

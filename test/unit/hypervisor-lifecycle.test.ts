@@ -166,4 +166,19 @@ describe('cleanupDeadVm', () => {
     // Idempotent.
     await cleanupDeadVm(state, log, { cidDir });
   });
+
+  it('refuses a run dir not named after the sandbox', async () => {
+    const keep = path.join(tmp, 'precious');
+    fs.mkdirSync(keep);
+    const state: VmState = {
+      hypervisor: 'qemu',
+      sandboxId: 'sb-x',
+      pid: 0,
+      runDir: keep,
+      agent: { kind: 'virtio-serial', socketPath: path.join(keep, 'agent.sock') },
+      accel: 'tcg',
+    };
+    await expect(cleanupDeadVm(state, log, { cidDir: path.join(tmp, 'cids') })).rejects.toThrow(/refusing/);
+    expect(fs.existsSync(keep)).toBe(true);
+  });
 });
