@@ -4,7 +4,7 @@
 // sandbox cgroup, clean the shared fs, drop the state. Idempotent: a sandbox that is gone is a no-op.
 import type { Logger } from '../common/log.js';
 import type { CleanupDeps, PersistedSandbox } from './deps.js';
-import { errorMessage } from './errors.js';
+import { attempts } from './errors.js';
 
 export interface CleanupResult {
   /** What was found and undone (empty: nothing was left). */
@@ -18,14 +18,7 @@ export async function cleanupSandbox(
   log: Logger,
 ): Promise<CleanupResult> {
   const actions: string[] = [];
-  const errors: string[] = [];
-  const attempt = async (what: string, fn: () => Promise<unknown>) => {
-    try {
-      await fn();
-    } catch (e) {
-      errors.push(`${what}: ${errorMessage(e)}`);
-    }
-  };
+  const { errors, run: attempt } = attempts();
 
   let state: PersistedSandbox | undefined;
   await attempt('reading the persisted state', async () => {

@@ -14,7 +14,7 @@ import type {
   SandboxCgroupHandle,
   SharedFsHandle,
 } from './deps.js';
-import { RuntimeError, alreadyExists, errorMessage, notFound, withContext } from './errors.js';
+import { RuntimeError, alreadyExists, attempts, errorMessage, notFound, withContext } from './errors.js';
 import type { StdioPaths } from './io.js';
 import { type OciProcess, type OciResources, type OciSpec, sanitizeForGuest, toGrpcSpec } from './oci.js';
 import { type ContainerProcess, type ExitInfo, UNKNOWN_EXIT_STATUS } from './process.js';
@@ -353,14 +353,7 @@ export class Sandbox {
     const wasRunning = this.status === 'running';
     this.status = 'stopping';
     this.stopped.abort(new Error(`sandbox ${this.id} is stopping`));
-    const errors: string[] = [];
-    const attempt = async (what: string, fn: () => Promise<unknown>) => {
-      try {
-        await fn();
-      } catch (e) {
-        errors.push(`${what}: ${errorMessage(e)}`);
-      }
-    };
+    const { errors, run: attempt } = attempts();
     if (wasRunning && this.conn) {
       const agent = this.conn.agent;
       await attempt('DestroySandbox', () => agent.destroySandbox({}, { timeoutMs: 5000 }));
