@@ -112,18 +112,17 @@ export class Container {
 
   /**
    * The one place that decides "already finished": a stopped process, or any process once its VM is gone
-   * (`vm.gone` says why), is NotFound "process already finished", as runc answers containerd.
+   * (`agent.gone` says why), is NotFound "process already finished", as runc answers containerd.
    */
   async kill(
-    vm: AgentClient | { gone: string },
+    agent: AgentClient | { gone: string },
     execId: string,
     signal: number,
     all: boolean,
   ): Promise<void> {
     const p = this.process(execId);
     if (p.status === 'stopped') throw notFound(`${describe(p)}: process already finished`);
-    if ('gone' in vm) throw notFound(`${describe(p)}: process already finished (${vm.gone})`);
-    const agent = vm;
+    if ('gone' in agent) throw notFound(`${describe(p)}: process already finished (${agent.gone})`);
     await agent.signalProcess({ containerId: this.id, execId: all ? '' : execId, signal });
     if (all && !execId) {
       // The agent signals the init; the execs get the signal too, as runc's kill --all does.
