@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import type { Command } from 'commander';
 import { loadConfiguration } from '../config/index.js';
 import type { KataConfig } from '../config/types.js';
-import { chooseAgentChannel, hostHasVhostVsock, resolveAccelerator } from '../hypervisor/index.js';
+import { checkQemuConfig, resolveAccelerator } from '../hypervisor/index.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 export interface CheckItem {
@@ -13,49 +13,24 @@ export interface CheckItem {
   detail: string;
 }
 
-function file(name: string, p: string, exec = false): CheckItem {
-  try {
-    fs.accessSync(p, exec ? fs.constants.X_OK : fs.constants.R_OK);
-    return { name, status: 'ok', detail: p };
-  } catch (e) {
-    return {
-      name,
-      status: 'fail',
-      detail: `${p}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
-    };
-  }
-}
-
 export async function runChecks(config: KataConfig, warnings: string[]): Promise<CheckItem[]> {
-  const h = config.hypervisor;
   const items: CheckItem[] = [
     {
       name: 'configuration',
       status: warnings.length ? 'warn' : 'ok',
       detail: [config.sources.join(', '), ...warnings].join('; '),
     },
-    file('hypervisor', h.path, true),
-    file('kernel', h.kernel),
-    h.initrd ? file('initrd', h.initrd) : file('image', h.image),
   ];
-  if (h.shared_fs !== 'none') items.push(file('virtio-fs daemon', h.virtio_fs_daemon, true));
+  // The same rules the QEMU driver enforces before a boot, each reported.
+  for (const c of checkQemuConfig(config)) {
+    items.push({ name: c.name, status: c.ok ? 'ok' : 'fail', detail: c.detail });
+  }
   const accel = await resolveAccelerator(config);
   items.push({
     name: 'accelerator',
     status: accel.accel === 'kvm' ? 'ok' : 'warn',
     detail: `${accel.accel}: ${accel.reason}${accel.cached ? ' (cached probe)' : ''}`,
   });
-  const vsock = hostHasVhostVsock();
-  try {
-    const channel = chooseAgentChannel(h.agent_channel, vsock);
-    items.push({
-      name: 'agent channel',
-      status: 'ok',
-      detail: `${channel}${vsock ? '' : ' (no /dev/vhost-vsock on this host)'}`,
-    });
-  } catch (e) {
-    items.push({ name: 'agent channel', status: 'fail', detail: (e as Error).message });
-  }
   const cg2 = fs.existsSync('/sys/fs/cgroup/cgroup.controllers');
   items.push({ name: 'host cgroups', status: 'ok', detail: cg2 ? 'v2 (unified)' : 'v1 / hybrid' });
   return items;

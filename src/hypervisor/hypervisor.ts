@@ -35,6 +35,11 @@ export interface VmConfig {
   devices: Device[];
   /** Extra guest kernel parameters from the runtime (agent.log=debug, agent.debug_console, ...). */
   kernelParams?: string[];
+  /**
+   * Persists the VM's state; awaited before the VM's host footprint grows (see VmState). A failure fails the
+   * prepare/start/hotplug that needed it.
+   */
+  persistState?: (state: VmState) => Promise<void>;
 }
 
 export interface HypervisorCapabilities {
@@ -44,6 +49,23 @@ export interface HypervisorCapabilities {
   vsock: boolean;
 }
 
+/** A host process of the VM, identified by pid and start time (see proc.ts) so a recycled pid is never killed. */
+export interface VmProcess {
+  role: 'vmm' | 'virtiofsd';
+  pid: number;
+  startTime: number;
+}
+
+/** A device attached after boot, recorded so a dead VM's host side (e.g. its tap) can be undone. */
+export type AttachedDevice =
+  | { kind: 'block'; id: string; qemuId: string }
+  | { kind: 'network'; id: string; qemuId: string; tapName: string };
+
+/**
+ * What a VM holds on the host. The driver hands it to VmConfig.persistState BEFORE each new host resource is
+ * created (run dir, vsock CID) and right after each process is spawned, so `cleanupDeadVm` can undo everything
+ * after a crash without the driver object.
+ */
 export interface VmState {
   hypervisor: string;
   sandboxId: string;
@@ -53,6 +75,12 @@ export interface VmState {
   runDir: string;
   agent: AgentEndpoint;
   accel: 'kvm' | 'tcg';
+  /** Every process spawned for the VM, live or not. */
+  processes?: VmProcess[];
+  /** The vsock guest CID reserved in the host registry (released by cleanup). */
+  vsockCid?: number;
+  /** Devices hot-plugged since boot (network devices will carry their tap here). */
+  attached?: AttachedDevice[];
 }
 
 /** How and why the VMM went away. */

@@ -1,40 +1,87 @@
-// Tearing down a VM from its saved state, without the Hypervisor object that started it (`shim delete` after
-// the shim died, or cleanup of a crashed sandbox).
-import { readFile, rm } from 'node:fs/promises';
+// Undoing a dead VM from its persisted VmState, without the Hypervisor object that started it (`shim delete`
+// after the shim died, or cleanup of a crashed sandbox). Processes are recognised by pid + start time only.
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
 import type { Logger } from '../common/log.js';
-import type { VmState } from './hypervisor.js';
-import { releaseGuestCid } from './vsock.js';
+import type { VmProcess, VmState } from './hypervisor.js';
+import { type ProcessIdentity, processFromPidFile, terminateProcess } from './proc.js';
+import { runDirPaths } from './qemu/cmdline.js';
+import { listGuestCids, releaseGuestCid } from './vsock.js';
 
-async function cmdlineOf(pid: number): Promise<string | undefined> {
-  try {
-    return (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replaceAll('\0', ' ');
-  } catch {
-    return undefined;
+export interface CleanupDeadVmOptions {
+  /** SIGTERM → SIGKILL grace per process. */
+  graceMs?: number;
+  /** The vsock CID registry (tests). */
+  cidDir?: string;
+}
+
+function validProcesses(state: VmState): VmProcess[] {
+  const list = Array.isArray(state.processes) ? state.processes : [];
+  return list.filter(
+    (p) => Number.isInteger(p?.pid) && p.pid > 0 && Number.isFinite(p?.startTime) && p.startTime >= 0,
+  );
+}
+
+/**
+ * Kills the VM's processes (those recorded in `state`, and the QEMU its run dir's pid file names if it wrote
+ * that file, which covers a crash between spawn and persist), removes the run dir and frees the vsock CIDs
+ * the registry lists for this sandbox (its entries name their owner, so one reserved just before a crash is
+ * found too). Idempotent; errors are collected and thrown
+ * together once everything was tried.
+ */
+export async function cleanupDeadVm(
+  state: VmState,
+  log: Logger,
+  opts: CleanupDeadVmOptions = {},
+): Promise<void> {
+  const errors: string[] = [];
+  const graceMs = opts.graceMs ?? 3000;
+  // The run dir is removed recursively: only ever a per-sandbox dir named after the sandbox.
+  if (
+    typeof state.runDir !== 'string' ||
+    !path.isAbsolute(state.runDir) ||
+    path.basename(state.runDir) !== state.sandboxId
+  ) {
+    throw new Error(
+      `cleaning up the dead VM of sandbox ${state.sandboxId}: run dir ${JSON.stringify(state.runDir)} is not ` +
+        'an absolute path ending in the sandbox id; refusing to touch it',
+    );
   }
+  const targets: { id: ProcessIdentity; what: string }[] = validProcesses(state).map((p) => ({
+    id: { pid: p.pid, startTime: p.startTime },
+    what: p.role,
+  }));
+  const fromPidFile = await processFromPidFile(runDirPaths(state.runDir).pidFile).catch(() => undefined);
+  if (fromPidFile && !targets.some((t) => t.id.pid === fromPidFile.pid)) {
+    targets.unshift({ id: fromPidFile, what: 'vmm (pid file)' });
+  }
+  // The VMM first: virtiofsd exits by itself once its vhost-user peer is gone.
+  targets.sort((a, b) => Number(b.what.startsWith('vmm')) - Number(a.what.startsWith('vmm')));
+  for (const t of targets) {
+    try {
+      await terminateProcess(t.id, { graceMs, log, what: `${t.what} of sandbox ${state.sandboxId}` });
+    } catch (err) {
+      errors.push((err as Error).message);
+    }
+  }
+  try {
+    await rm(state.runDir, { recursive: true, force: true });
+  } catch (err) {
+    errors.push(`removing run dir ${state.runDir}: ${(err as Error).message}`);
+  }
+  // Only entries the registry still lists for this sandbox: a released CID may belong to another VM by now.
+  const cids: number[] = [];
+  for (const [cid, owner] of await listGuestCids(opts.cidDir)) if (owner === state.sandboxId) cids.push(cid);
+  for (const cid of cids) {
+    try {
+      await releaseGuestCid(cid, opts.cidDir);
+    } catch (err) {
+      errors.push(`releasing vsock CID ${cid}: ${(err as Error).message}`);
+    }
+  }
+  if (errors.length > 0)
+    throw new Error(`cleaning up the dead VM of sandbox ${state.sandboxId}: ${errors.join('; ')}`);
 }
 
-/** True while `pid` is a live process whose command line names runDir (a zombie's cmdline is empty). */
-async function stillOurs(pid: number, runDir: string): Promise<boolean> {
-  return (await cmdlineOf(pid))?.includes(runDir) ?? false;
-}
-
-/** SIGTERM, wait up to graceMs, SIGKILL; only if the pid still belongs to this VM (its cmdline names runDir). */
-async function killIfOurs(pid: number, runDir: string, graceMs: number, log: Logger): Promise<void> {
-  // A recycled pid belongs to someone else: its command line does not mention our run dir.
-  if (!(await stillOurs(pid, runDir))) return;
-  log.info({ pid, runDir }, 'killing a VM process left from saved state');
-  process.kill(pid, 'SIGTERM');
-  const deadline = Date.now() + graceMs;
-  while ((await stillOurs(pid, runDir)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  if (await stillOurs(pid, runDir)) process.kill(pid, 'SIGKILL');
-  while ((await stillOurs(pid, runDir)) && Date.now() < deadline + 5000)
-    await new Promise((r) => setTimeout(r, 20));
-}
-
-/** Kills the VMM and virtiofsd recorded in `state`, removes the run dir and releases the vsock CID. */
-export async function stopFromState(state: VmState, log: Logger, graceMs = 3000): Promise<void> {
-  const pids = [state.pid, state.virtiofsdPid].filter((p): p is number => typeof p === 'number' && p > 0);
-  for (const pid of pids) await killIfOurs(pid, state.runDir, graceMs, log);
-  await rm(state.runDir, { recursive: true, force: true });
-  if (state.agent.kind === 'vsock') await releaseGuestCid(state.agent.cid);
-}
+/** The e2e suite's older name. */
+export const stopFromState = cleanupDeadVm;

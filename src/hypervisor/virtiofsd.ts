@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import type { Logger } from '../common/log.js';
+import { PollTimeoutError, pollUntil } from '../common/poll.js';
 import { type ChildExit, SupervisedChild, describeExit, formatTail } from './supervisor.js';
 
 const execFileP = promisify(execFile);
@@ -136,8 +137,11 @@ export class Virtiofsd {
     return this.child?.stderrTail() ?? '';
   }
 
-  /** Starts the daemon and waits until its socket exists; on failure nothing is left running. */
-  async start(timeoutMs = 10_000): Promise<void> {
+  /**
+   * Starts the daemon and waits until its socket exists; on failure nothing is left running. `onSpawn` is awaited
+   * with the pid as soon as the process exists (the caller persists it before waiting).
+   */
+  async start(timeoutMs = 10_000, onSpawn?: (pid: number | undefined) => Promise<void>): Promise<void> {
     if (this.child) throw new Error(`virtiofsd for ${this.opts.sharedDir} already started`);
     const { sharedDir, socketPath, binary } = this.opts;
     const st = await stat(sharedDir).catch(() => undefined);
@@ -149,27 +153,34 @@ export class Virtiofsd {
     this.log.info({ binary, args }, 'starting virtiofsd');
     const child = SupervisedChild.spawn('virtiofsd', binary, args, { log: this.log });
     this.child = child;
-
     const deadline = Date.now() + timeoutMs;
-    let exit: ChildExit | undefined;
-    void child.exited.then((e) => {
-      exit = e;
-    });
-    while (!existsSync(socketPath)) {
-      if (exit) {
-        throw new Error(
+    const died = new AbortController();
+    void child.exited.then((exit) =>
+      died.abort(
+        new Error(
           `virtiofsd for ${sharedDir}: ${describeExit('virtiofsd', exit)} before creating ${socketPath}` +
             formatTail('virtiofsd stderr', exit.stderrTail),
-        );
-      }
-      if (Date.now() > deadline) {
-        await this.stop();
+        ),
+      ),
+    );
+    try {
+      await onSpawn?.(child.pid);
+      await pollUntil(() => existsSync(socketPath), {
+        timeoutMs: Math.max(deadline - Date.now(), 1),
+        intervalMs: 10,
+        signal: died.signal,
+        what: `virtiofsd socket ${socketPath}`,
+      });
+    } catch (err) {
+      if (died.signal.aborted && err === died.signal.reason) throw err;
+      await this.stop();
+      if (err instanceof PollTimeoutError) {
         throw new Error(
           `virtiofsd for ${sharedDir}: socket ${socketPath} did not appear within ${timeoutMs} ms` +
             formatTail('virtiofsd stderr', child.stderrTail()),
         );
       }
-      await new Promise((r) => setTimeout(r, 10));
+      throw err;
     }
     this.log.debug({ pid: child.pid, socketPath }, 'virtiofsd ready');
   }

@@ -3,8 +3,8 @@
 // hybrid hosts (one dir per v1 hierarchy; the empty v2 tree of a hybrid host is not used).
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { logger } from '../common/log.js';
+import { PollTimeoutError, pollUntil } from '../common/poll.js';
 import { checkId } from './ids.js';
 import { readMountInfo } from './mount.js';
 
@@ -195,9 +195,10 @@ export class SandboxCgroup {
         }
       }
     }
-    const deadline = Date.now() + (opts.timeoutMs ?? 5000);
+    const timeoutMs = opts.timeoutMs ?? 5000;
     const left = new Set(dirs);
-    for (;;) {
+    // rmdir fails with EBUSY until the last process in the cgroup has exited.
+    const removeEmpty = async (): Promise<boolean> => {
       for (const d of [...left]) {
         try {
           await fs.rmdir(d);
@@ -212,15 +213,17 @@ export class SandboxCgroup {
           }
         }
       }
-      if (left.size === 0) break;
-      if (Date.now() >= deadline) {
-        const pids = await this.pids();
-        throw new Error(
-          `remove cgroup ${this.name} of sandbox ${this.sandboxId}: still busy (${[...left].join(', ')}), ` +
-            `pids inside: ${pids.join(', ') || 'none'}`,
-        );
-      }
-      await sleep(50);
+      return left.size === 0;
+    };
+    try {
+      await pollUntil(removeEmpty, { timeoutMs, intervalMs: 50, what: `cgroup ${this.name} to empty` });
+    } catch (err) {
+      if (!(err instanceof PollTimeoutError)) throw err;
+      const pids = await this.pids();
+      throw new Error(
+        `remove cgroup ${this.name} of sandbox ${this.sandboxId}: still busy (${[...left].join(', ')}), ` +
+          `pids inside: ${pids.join(', ') || 'none'}`,
+      );
     }
     this.log.debug({ dirs }, 'sandbox cgroup removed');
   }

@@ -1,6 +1,7 @@
 // The host's connection to the guest agent: dial the endpoint the hypervisor gives, then ask Health.Check until
 // the agent answers or the dial timeout passes (the guest is still booting until then).
 import type { Logger } from '../common/log.js';
+import { PollTimeoutError, pollUntil, sleep } from '../common/poll.js';
 import type { AgentEndpoint } from '../hypervisor/hypervisor.js';
 import { AgentService } from '../protocols/gen/agent_pb.js';
 import { Health } from '../protocols/gen/health_pb.js';
@@ -26,8 +27,6 @@ export interface ConnectAgentOptions {
   dialVsock?: (cid: number, port: number) => Promise<TtrpcClient>;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 function describe(ep: AgentEndpoint): string {
   return ep.kind === 'vsock'
     ? `vsock cid ${ep.cid} port ${ep.port}`
@@ -46,49 +45,80 @@ export async function connectAgent(ep: AgentEndpoint, opts: ConnectAgentOptions)
   const deadline = Date.now() + opts.timeoutMs;
   let lastErr = 'no attempt made';
   let conn: TtrpcClient | undefined;
-  const aborted = () => {
-    if (opts.signal?.aborted) {
-      conn?.close();
-      throw new RuntimeError(
-        'Unavailable',
-        `waiting for the agent on ${describe(ep)}: ${errorMessage(opts.signal.reason)}`,
-      );
-    }
-  };
-  while (Date.now() < deadline) {
-    aborted();
-    const left = deadline - Date.now();
+  // One try: dial when there is no live connection, then Health.Check. A guest still booting has not opened its
+  // port: the request waits in QEMU's chardev until it does (or the call's timeout).
+  const attempt = async (): Promise<TtrpcClient | undefined> => {
+    const left = Math.max(deadline - Date.now(), 1);
     if (!conn || conn.closed) {
       try {
         conn = await dial(ep, opts, Math.min(left, 2000));
       } catch (e) {
         lastErr = errorMessage(e);
-        await sleep(50);
-        continue;
+        return undefined;
       }
     }
     try {
-      // A guest still booting has not opened its port: the request waits in QEMU's chardev until it does.
       await createClient(Health, conn).check(
         { service: '' },
         { timeoutMs: Math.max(100, Math.min(left, 3000)), signal: opts.signal },
       );
-      opts.log.debug({ endpoint: describe(ep) }, 'agent answered Health.Check');
-      const c = conn;
-      return {
-        agent: createClient(AgentService, c),
-        close: () => c.close(),
-        onClose: (l) => c.onClose(l),
-      };
+      return conn;
     } catch (e) {
       lastErr = errorMessage(e);
-      aborted();
-      if (conn.closed) await sleep(50);
+      return undefined;
+    }
+  };
+  let ready: TtrpcClient;
+  try {
+    ready = await pollUntil(attempt, {
+      timeoutMs: opts.timeoutMs,
+      intervalMs: 50,
+      signal: opts.signal,
+      what: `the agent on ${describe(ep)}`,
+    });
+  } catch (e) {
+    conn?.close();
+    if (opts.signal?.aborted) {
+      throw new RuntimeError(
+        'Unavailable',
+        `waiting for the agent on ${describe(ep)}: ${errorMessage(opts.signal.reason)}`,
+      );
+    }
+    if (!(e instanceof PollTimeoutError)) throw e;
+    throw new RuntimeError(
+      'DeadlineExceeded',
+      `the agent did not answer on ${describe(ep)} within ${opts.timeoutMs} ms (last error: ${lastErr})`,
+    );
+  }
+  opts.log.debug({ endpoint: describe(ep) }, 'agent answered Health.Check');
+  return {
+    agent: createClient(AgentService, ready),
+    close: () => ready.close(),
+    onClose: (l) => ready.onClose(l),
+  };
+}
+
+/**
+ * Forwards the agent's OOM events (GetOOMEvent, a long poll) until `signal` aborts; an agent without the call
+ * ends the watch, other errors are retried after a pause.
+ */
+export async function watchOomEvents(
+  agent: AgentClient,
+  o: { signal: AbortSignal; onOom: (containerId: string) => void; log: Logger },
+): Promise<void> {
+  while (!o.signal.aborted) {
+    try {
+      const ev = await agent.getOOMEvent({});
+      if (ev.containerId) o.onOom(ev.containerId);
+    } catch (e) {
+      const code = (e as { code?: number }).code;
+      if (o.signal.aborted || code === 12 /* Unimplemented */) return;
+      o.log.debug({ err: errorMessage(e) }, 'GetOOMEvent failed; retrying');
+      const aborted = await sleep(1000, o.signal).then(
+        () => false,
+        () => true,
+      );
+      if (aborted) return;
     }
   }
-  conn?.close();
-  throw new RuntimeError(
-    'DeadlineExceeded',
-    `the agent did not answer on ${describe(ep)} within ${opts.timeoutMs} ms (last error: ${lastErr})`,
-  );
 }

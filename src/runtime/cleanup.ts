@@ -1,57 +1,10 @@
-// Cleaning up after a shim that died (`containerd-shim-kata-v2 delete`): from the persisted state when there is
-// one, and by looking at the host when there is not: kill the shim, QEMU and virtiofsd of the sandbox, unmount
-// and remove its shared dir, remove its run dir and state. Idempotent: a sandbox that is gone is a no-op.
-import fs from 'node:fs';
-import path from 'node:path';
+// Cleaning up after a shim that died (`containerd-shim-kata-v2 delete`), from the persisted state only: the
+// sandbox records what it holds before creating it (runtime/sandbox.ts, hypervisor VmState), so nothing has to
+// be guessed from the host. Kill the shim (if still alive), undo the VM (hypervisor), empty and remove the
+// sandbox cgroup, clean the shared fs, drop the state. Idempotent: a sandbox that is gone is a no-op.
 import type { Logger } from '../common/log.js';
-import type { VmState } from '../hypervisor/hypervisor.js';
-import { stopFromState } from '../hypervisor/index.js';
-import { PERSIST_ROOT, loadSandboxState, removeSandboxState } from '../persist/index.js';
-import { DEFAULT_SHARED_FS_ROOT, SandboxCgroup, SharedFs } from '../resource/index.js';
-import type { PersistedSandbox } from './deps.js';
-import { errorMessage } from './errors.js';
-import { VM_RUN_ROOT } from './sandbox.js';
-
-function cmdline(pid: number): string | undefined {
-  try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-  } catch {
-    return undefined;
-  }
-}
-
-async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const c = cmdline(pid);
-    if (c === undefined || c === '') return true; // gone, or a zombie waiting for its parent
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return false;
-}
-
-async function killPid(pid: number, log: Logger, what: string): Promise<void> {
-  log.info({ pid, what }, 'killing a leftover process');
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
-  }
-  if (!(await waitGone(pid, 5000))) log.warn({ pid, what }, 'process did not go away after SIGKILL');
-}
-
-/** Processes whose command line names one of `needles` and matches `program` (QEMU, virtiofsd, the shim). */
-function findProcesses(program: RegExp, needles: string[]): number[] {
-  const out: number[] = [];
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const pid = Number(name);
-    if (pid === process.pid) continue;
-    const c = cmdline(pid);
-    if (c && program.test(c) && needles.some((n) => c.includes(n))) out.push(pid);
-  }
-  return out;
-}
+import type { CleanupDeps, PersistedSandbox } from './deps.js';
+import { attempts } from './errors.js';
 
 export interface CleanupResult {
   /** What was found and undone (empty: nothing was left). */
@@ -59,72 +12,54 @@ export interface CleanupResult {
   errors: string[];
 }
 
-export async function cleanupSandbox(sandboxId: string, log: Logger): Promise<CleanupResult> {
+export async function cleanupSandbox(
+  sandboxId: string,
+  deps: CleanupDeps,
+  log: Logger,
+): Promise<CleanupResult> {
   const actions: string[] = [];
-  const errors: string[] = [];
-  const attempt = async (what: string, fn: () => Promise<unknown> | unknown) => {
-    try {
-      await fn();
-    } catch (e) {
-      errors.push(`${what}: ${errorMessage(e)}`);
-    }
-  };
+  const { errors, run: attempt } = attempts();
 
   let state: PersistedSandbox | undefined;
   await attempt('reading the persisted state', async () => {
-    state = (await loadSandboxState(sandboxId)) as PersistedSandbox | undefined;
+    state = await deps.loadState(sandboxId);
   });
-  const runDir = state?.hypervisor.runDir ?? path.join(VM_RUN_ROOT, sandboxId);
-  const sharedDir = path.join(DEFAULT_SHARED_FS_ROOT, sandboxId);
+  const unreadable = errors.length; // an unreadable state is no use to a retry
 
   // The shim first: a live one would keep restarting what we tear down.
-  const shimPid = state?.shimPid;
-  if (shimPid && shimPid !== process.pid) {
-    const c = cmdline(shimPid);
-    if (c?.includes('containerd-shim-kata-v2') && c.includes(sandboxId)) {
-      actions.push(`killed shim ${shimPid}`);
-      await attempt(`killing shim ${shimPid}`, () => killPid(shimPid, log, 'shim'));
-    }
+  const shim = state?.shim;
+  if (shim && shim.pid !== process.pid) {
+    await attempt(`killing shim ${shim.pid}`, async () => {
+      if (await deps.processes.terminate(shim, { graceMs: 0, log, what: `shim of sandbox ${sandboxId}` }))
+        actions.push(`killed shim ${shim.pid}`);
+    });
   }
 
-  if (state) {
-    const vm: VmState = state.vm ?? {
-      hypervisor: state.hypervisor.name,
-      sandboxId,
-      pid: state.hypervisor.pid,
-      virtiofsdPid: state.hypervisor.virtiofsdPid,
-      runDir,
-      agent: { kind: 'virtio-serial', socketPath: path.join(runDir, 'agent.sock') },
-      accel: 'tcg',
-    };
-    actions.push(`stopped VM from state (pid ${vm.pid})`);
-    await attempt('stopping the VM from its state', () => stopFromState(vm, log, 1000));
-  }
-  // Without (or despite) state: anything still running for this sandbox's dirs.
-  for (const pid of findProcesses(/qemu-system|virtiofsd/, [`${runDir}/`, `${sharedDir}/`])) {
-    actions.push(`killed ${pid}`);
-    await attempt(`killing ${pid}`, () => killPid(pid, log, 'vm process'));
+  const vm = state?.vm;
+  if (vm) {
+    actions.push(`cleaned up the VM from its state (run dir ${vm.runDir})`);
+    await attempt('cleaning up the VM from its state', () => deps.cleanupDeadVm(vm, log));
   }
 
-  // The sandbox cgroup: whatever is still inside (a VMM the scan missed) is killed with it.
-  await attempt('removing the sandbox cgroup', async () => {
-    const cg = new SandboxCgroup(sandboxId);
-    if ((await cg.pids()).length > 0) actions.push('emptied the sandbox cgroup');
-    await cg.remove({ kill: true });
-  });
-  if (fs.existsSync(sharedDir)) {
-    actions.push(`cleaned ${sharedDir}`);
-    await attempt('cleaning up the shared fs', () => new SharedFs(sandboxId).cleanup());
+  // The sandbox cgroup: whatever is still inside (a process spawned but not yet recorded) dies with it.
+  const cgroupOf = deps.sandboxCgroup;
+  if (cgroupOf) {
+    await attempt('removing the sandbox cgroup', async () => {
+      const cg = cgroupOf(sandboxId);
+      if ((await cg.pids()).length > 0) actions.push('emptied the sandbox cgroup');
+      await cg.remove();
+    });
   }
-  if (fs.existsSync(runDir)) {
-    actions.push(`removed ${runDir}`);
-    await attempt(`removing ${runDir}`, () => fs.rmSync(runDir, { recursive: true, force: true }));
-  }
-  if (state || fs.existsSync(path.join(PERSIST_ROOT, sandboxId))) {
-    actions.push('removed persisted state');
-    await attempt('removing the persisted state', () => removeSandboxState(sandboxId));
-  }
-  if (actions.length > 0)
+  // Idempotent and needs only the id: run even without state (a crash before the first persist).
+  await attempt('cleaning up the shared fs', () => deps.sharedFs(sandboxId).cleanup());
+  if (errors.length === unreadable) {
+    await attempt('removing the persisted state', async () => {
+      await deps.removeState(sandboxId);
+      if (state) actions.push('removed persisted state');
+    });
+  } // else the state stays: a second `shim delete` can finish the job
+
+  if (actions.length > 0 || errors.length > 0)
     log.info({ sandbox_id: sandboxId, actions, errors }, 'cleaned up after a dead shim');
   return { actions, errors };
 }

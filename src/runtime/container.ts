@@ -12,6 +12,17 @@ export type ContainerStatus = 'created' | 'running' | 'paused' | 'stopped';
 
 export type ExitListener = (p: ContainerProcess, e: ExitInfo) => void;
 
+/** containerd's view of one process (Task State). */
+export interface ProcessState {
+  id: string;
+  execId: string;
+  bundle: string;
+  pid: number;
+  status: ContainerStatus;
+  stdio: StdioPaths;
+  exit?: ExitInfo;
+}
+
 export class Container {
   readonly init: ContainerProcess;
   readonly execs = new Map<string, ContainerProcess>();
@@ -41,6 +52,20 @@ export class Container {
     const p = this.execs.get(execId);
     if (!p) throw notFound(`process ${execId} does not exist in container ${this.id}`);
     return p;
+  }
+
+  processState(execId: string): ProcessState {
+    const p = this.process(execId);
+    const status = p.status === 'stopped' ? 'stopped' : this.paused ? 'paused' : p.status;
+    return {
+      id: execId || this.id,
+      execId,
+      bundle: this.bundle,
+      pid: p.pid,
+      status,
+      stdio: p.stdio,
+      exit: p.exit,
+    };
   }
 
   /** Every process still tracked (init first). */
@@ -93,9 +118,19 @@ export class Container {
     return p;
   }
 
-  async kill(agent: AgentClient, execId: string, signal: number, all: boolean): Promise<void> {
+  /**
+   * The one place that decides "already finished": a stopped process, or any process once its VM is gone
+   * (`agent.gone` says why), is NotFound "process already finished", as runc answers containerd.
+   */
+  async kill(
+    agent: AgentClient | { gone: string },
+    execId: string,
+    signal: number,
+    all: boolean,
+  ): Promise<void> {
     const p = this.process(execId);
     if (p.status === 'stopped') throw notFound(`${describe(p)}: process already finished`);
+    if ('gone' in agent) throw notFound(`${describe(p)}: process already finished (${agent.gone})`);
     // `all` widens a kill of the init to the execs; an exec's kill (containerd sends all for WithProcessKill)
     // is that exec's alone, as in runc's shim.
     await agent.signalProcess({ containerId: this.id, execId, signal });

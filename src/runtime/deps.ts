@@ -3,7 +3,8 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { Logger } from '../common/log.js';
 import type { KataConfig } from '../config/types.js';
-import type { AgentEndpoint, Hypervisor } from '../hypervisor/hypervisor.js';
+import type { AgentEndpoint, Hypervisor, VmState } from '../hypervisor/hypervisor.js';
+import type { ProcessIdentity, TerminateOptions } from '../hypervisor/proc.js';
 import type { SandboxState } from '../persist/index.js';
 import type { StorageSchema } from '../protocols/gen/agent_pb.js';
 import type { AgentConnection } from './agent.js';
@@ -37,15 +38,26 @@ export interface SharedFsHandle {
 
 /** The persisted state plus what `shim delete` needs to find a dead shim's leftovers. */
 export type PersistedSandbox = SandboxState & {
-  shimPid?: number;
-  /** Hypervisor.saveState() once the VM runs (agent endpoint, vsock CID, accelerator). */
-  vm?: import('../hypervisor/hypervisor.js').VmState;
+  /** The shim serving the sandbox (pid + start time: a recycled pid is never killed). */
+  shim?: ProcessIdentity;
+  /** The VM's host footprint, persisted by the hypervisor before each part of it is created. */
+  vm?: VmState;
 };
+
+/** Host processes by identity (pid + start time), never by command line. */
+export interface ProcessControl {
+  /** The live process with this pid (undefined: none, or a zombie). */
+  identify(pid: number): Promise<ProcessIdentity | undefined>;
+  /** Stops the process if it is still `id`; true when it was alive. */
+  terminate(id: ProcessIdentity, opts: TerminateOptions): Promise<boolean>;
+}
 
 /** The host cgroup holding the sandbox's VMM processes (Kata's sandbox_cgroup_only). */
 export interface SandboxCgroupHandle {
   create(): Promise<void>;
   addProcess(pid: number): Promise<void>;
+  /** Pids inside (empty when the cgroup does not exist). */
+  pids(): Promise<number[]>;
   /** Kills what is left inside and removes the cgroup; idempotent. */
   remove(): Promise<void>;
 }
@@ -62,4 +74,17 @@ export interface RuntimeDeps {
   sandboxCgroup?(sandboxId: string): SandboxCgroupHandle;
   saveState(state: PersistedSandbox): Promise<void>;
   removeState(sandboxId: string): Promise<void>;
+  /** Optional: without it the persisted state names no shim process. */
+  processes?: ProcessControl;
+}
+
+/** What crash cleanup (`shim delete`) needs: the same seams as the runtime, plus reading state back. */
+export interface CleanupDeps {
+  loadState(sandboxId: string): Promise<PersistedSandbox | undefined>;
+  removeState(sandboxId: string): Promise<void>;
+  sharedFs(sandboxId: string): Pick<SharedFsHandle, 'cleanup'>;
+  sandboxCgroup?(sandboxId: string): SandboxCgroupHandle;
+  /** The hypervisor's "undo a dead VM from its persisted state" (kill its processes, free CID, run dir). */
+  cleanupDeadVm(state: VmState, log: Logger): Promise<void>;
+  processes: ProcessControl;
 }

@@ -39,3 +39,24 @@ export function withContext(e: unknown, doing: string): Error {
   if (e instanceof Error && e.name !== 'Error') err.name = e.name;
   return err;
 }
+
+/**
+ * Runs tear-down steps that must all be tried even when one fails; each failure is kept as "what: message".
+ * The caller decides what the failures mean (throw them together, keep state for a retry).
+ */
+export function attempts(): {
+  errors: string[];
+  run(what: string, fn: () => Promise<unknown>): Promise<void>;
+} {
+  const errors: string[] = [];
+  return {
+    errors,
+    run: async (what, fn) => {
+      try {
+        await fn();
+      } catch (e) {
+        errors.push(`${what}: ${errorMessage(e)}`);
+      }
+    },
+  };
+}

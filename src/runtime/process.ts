@@ -1,5 +1,6 @@
 // One process of a container (exec id "" is the container's init): its stdio, status and exit.
 import type { Logger } from '../common/log.js';
+import { sleep } from '../common/poll.js';
 import type { AgentClient } from './agent.js';
 import { errorMessage } from './errors.js';
 import { ProcessIo, type StdioPaths } from './io.js';
@@ -86,15 +87,15 @@ export class ContainerProcess {
     }
     // containerd's Wait must not return before the output reached the FIFOs.
     if (this.io) {
-      const done = this.io.outputDone();
-      let timer: NodeJS.Timeout | undefined;
+      const settled = new AbortController();
       const late = await Promise.race([
-        done.then(() => false),
-        new Promise<boolean>((r) => {
-          timer = setTimeout(() => r(true), OUTPUT_GRACE_MS);
-        }),
+        this.io.outputDone().then(() => false),
+        sleep(OUTPUT_GRACE_MS, settled.signal).then(
+          () => true,
+          () => false,
+        ),
       ]);
-      clearTimeout(timer);
+      settled.abort();
       if (late)
         this.log.warn(
           { exec_id: this.execId },

@@ -1,13 +1,13 @@
-// One shim's runtime: the sandbox it serves (created with its first container) and the task operations on it.
-// The shim's Task service is a thin layer over this class.
+// One shim's runtime: the lifecycle of the sandbox it serves. The first Create starts it (configuration from the
+// runtime options and annotations, sizing from the first container), Creates are serialized so a pod's second
+// container waits for it, and the sandbox container's Delete (or the last one's) stops it.
 import type { Logger } from '../common/log.js';
 import type { KataConfig } from '../config/types.js';
-import type { StatsContainerResponse } from '../protocols/gen/agent_pb.js';
 import type { RootfsMount, RuntimeDeps } from './deps.js';
 import { RuntimeError, errorMessage, withContext } from './errors.js';
 import type { StdioPaths } from './io.js';
-import type { OciProcess, OciResources, OciSpec } from './oci.js';
-import type { ContainerProcess, ExitInfo } from './process.js';
+import type { OciSpec } from './oci.js';
+import type { ExitInfo } from './process.js';
 import { Sandbox, type SandboxEvents } from './sandbox.js';
 
 export interface RuntimeOptions {
@@ -29,18 +29,8 @@ export interface CreateRequest {
   configPath?: string;
 }
 
-export interface ProcessState {
-  id: string;
-  execId: string;
-  bundle: string;
-  pid: number;
-  status: 'created' | 'running' | 'paused' | 'stopped';
-  stdio: StdioPaths;
-  exit?: ExitInfo;
-}
-
 export class Runtime {
-  private sandbox: Sandbox | undefined;
+  private current: Sandbox | undefined;
   private starting: Promise<Sandbox> | undefined;
   /** Serializes Create: the second container of a pod waits for the sandbox the first one starts. */
   private createChain: Promise<unknown> = Promise.resolve();
@@ -48,11 +38,11 @@ export class Runtime {
   constructor(private readonly o: RuntimeOptions) {}
 
   get containerCount(): number {
-    return this.sandbox?.containers.size ?? 0;
+    return this.current?.containers.size ?? 0;
   }
 
   get sandboxPid(): number {
-    return this.sandbox?.pid ?? 0;
+    return this.current?.pid ?? 0;
   }
 
   create(req: CreateRequest): Promise<{ pid: number }> {
@@ -62,7 +52,7 @@ export class Runtime {
   }
 
   private async doCreate(req: CreateRequest): Promise<{ pid: number }> {
-    let sb = this.sandbox;
+    let sb = this.current;
     let fresh = false;
     if (!sb || sb.status === 'stopped' || sb.status === 'stopping') {
       sb = await this.startSandbox(req);
@@ -105,81 +95,33 @@ export class Runtime {
       staticResources: { memoryBytes: limit > 0 ? limit : 0, cpus },
     });
     try {
-      this.sandbox = await this.starting;
+      this.current = await this.starting;
     } finally {
       this.starting = undefined;
     }
-    return this.sandbox;
+    return this.current;
   }
 
-  private sb(): Sandbox {
-    if (!this.sandbox) throw new RuntimeError('NotFound', 'container not created');
-    return this.sandbox;
-  }
-
-  start(id: string, execId: string): Promise<ContainerProcess> {
-    return this.sb().start(id, execId);
-  }
-
-  state(id: string, execId: string): ProcessState {
-    const c = this.sb().container(id);
-    const p = c.process(execId);
-    const status = p.status === 'stopped' ? 'stopped' : c.paused ? 'paused' : p.status;
-    return { id: execId || id, execId, bundle: c.bundle, pid: p.pid, status, stdio: p.stdio, exit: p.exit };
-  }
-
-  exec(id: string, execId: string, spec: OciProcess, stdio: StdioPaths): void {
-    this.sb().exec(id, execId, spec, stdio);
-  }
-
-  kill(id: string, execId: string, signal: number, all: boolean): Promise<void> {
-    return this.sb().kill(id, execId, signal, all);
-  }
-
-  closeIo(id: string, execId: string): Promise<void> {
-    return this.sb().closeIo(id, execId);
-  }
-
-  resizePty(id: string, execId: string, width: number, height: number): Promise<void> {
-    return this.sb().resizePty(id, execId, width, height);
-  }
-
-  update(id: string, resources: OciResources): Promise<void> {
-    return this.sb().update(id, resources);
-  }
-
-  pause(id: string): Promise<void> {
-    return this.sb().pause(id);
-  }
-
-  resume(id: string): Promise<void> {
-    return this.sb().resume(id);
-  }
-
-  stats(id: string): Promise<StatsContainerResponse> {
-    return this.sb().stats(id);
-  }
-
-  /** The process's exit, once it happened (and its output reached the FIFOs). */
-  wait(id: string, execId: string): Promise<ExitInfo> {
-    return this.sb().container(id).process(execId).exited;
-  }
-
-  pids(id: string): { pid: number; execIds: string[] } {
-    const c = this.sb().container(id);
-    return { pid: this.sandboxPid, execIds: [...c.execs.keys()] };
+  /**
+   * The sandbox that serves task requests; NotFound before the first Create. Per-process operations go to it
+   * directly: this class owns only the sandbox's lifecycle (started by the first Create, stopped by the last
+   * Delete or Shutdown).
+   */
+  sandbox(): Sandbox {
+    if (!this.current) throw new RuntimeError('NotFound', 'container not created');
+    return this.current;
   }
 
   containerPid(id: string): number {
     try {
-      return this.sb().container(id).init.pid;
+      return this.sandbox().container(id).init.pid;
     } catch {
       return 0;
     }
   }
 
   async delete(id: string, execId: string): Promise<{ pid: number; exit: ExitInfo }> {
-    const sb = this.sb();
+    const sb = this.sandbox();
     const res = await sb.delete(id, execId);
     // The sandbox container going (or the last container) ends the sandbox, as Kata does.
     if (!execId && (id === sb.id || sb.containers.size === 0)) await this.stopSandbox();
@@ -188,12 +130,12 @@ export class Runtime {
 
   /** Stops the sandbox (if any); idempotent. */
   async stopSandbox(): Promise<void> {
-    const sb = this.sandbox ?? (this.starting ? await this.starting.catch(() => undefined) : undefined);
+    const sb = this.current ?? (this.starting ? await this.starting.catch(() => undefined) : undefined);
     if (!sb) return;
     try {
       await sb.stop();
     } finally {
-      if (this.sandbox === sb) this.sandbox = undefined;
+      if (this.current === sb) this.current = undefined;
     }
   }
 }

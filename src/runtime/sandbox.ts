@@ -1,13 +1,12 @@
 // A sandbox: one VM (hypervisor + virtio-fs share + agent connection) and the containers running in it.
 // Start order: persist → shared fs → VM → agent → CreateSandbox; any failure undoes what was done, in reverse.
-import fs from 'node:fs';
-import path from 'node:path';
 import type { Logger } from '../common/log.js';
 import type { KataConfig } from '../config/types.js';
 import type { Hypervisor, VmExit } from '../hypervisor/hypervisor.js';
+import type { ProcessIdentity } from '../hypervisor/proc.js';
 import type { StatsContainerResponse } from '../protocols/gen/agent_pb.js';
-import type { AgentClient, AgentConnection } from './agent.js';
-import { Container, type ExitListener } from './container.js';
+import { type AgentClient, type AgentConnection, watchOomEvents } from './agent.js';
+import { Container, type ExitListener, type ProcessState } from './container.js';
 import type {
   PersistedSandbox,
   RootfsMount,
@@ -15,14 +14,14 @@ import type {
   SandboxCgroupHandle,
   SharedFsHandle,
 } from './deps.js';
-import { RuntimeError, alreadyExists, errorMessage, notFound, withContext } from './errors.js';
+import { RuntimeError, alreadyExists, attempts, errorMessage, notFound, withContext } from './errors.js';
 import type { StdioPaths } from './io.js';
 import { type OciProcess, type OciResources, type OciSpec, sanitizeForGuest, toGrpcSpec } from './oci.js';
 import { type ContainerProcess, type ExitInfo, UNKNOWN_EXIT_STATUS } from './process.js';
+import { StateWriter, sandboxSnapshot } from './sandbox-state.js';
+import { describeVmExit, guestConsoleTail, sandboxRunDir, sandboxVmConfig } from './vm-config.js';
 
-export const VM_RUN_ROOT = '/run/vc/vm';
 const VM_START_TIMEOUT_MS = 60_000;
-const MIB = 1024 * 1024;
 
 export type SandboxStatus = 'starting' | 'running' | 'stopping' | 'stopped';
 
@@ -66,13 +65,17 @@ export class Sandbox {
   private cgroup: SandboxCgroupHandle | undefined;
   private conn: AgentConnection | undefined;
   private stopping: Promise<void> | undefined;
-  private persistChain: Promise<void> = Promise.resolve();
+  private readonly stateWriter: StateWriter;
+  private shim: ProcessIdentity | undefined;
+  /** Aborted when the sandbox stops: ends background waits (the OOM watch's retry pause). */
+  private readonly stopped = new AbortController();
   private readonly createdAt = new Date().toISOString();
   private readonly log: Logger;
   private readonly onExit: ExitListener;
 
   private constructor(private readonly o: SandboxOptions) {
     this.log = o.log;
+    this.stateWriter = new StateWriter((s) => o.deps.saveState(s));
     this.onExit = (p, e) => {
       if (p.isInit)
         phase(this.log.child({ container_id: p.containerId }), 'exit_seen', { exit_status: e.exitStatus });
@@ -120,47 +123,32 @@ export class Sandbox {
 
   private async boot(): Promise<void> {
     const { config, deps, id } = this.o;
+    this.shim = await deps.processes?.identify(process.pid);
     // Persist first: if this process dies half-way, `shim delete` finds what to undo.
     await this.persistNow('created');
     this.fs = deps.sharedFs(id);
     await this.fs.setup();
 
-    const q = config.hypervisor;
-    let memoryMiB = q.default_memory;
-    let vcpus = q.default_vcpus;
-    if (config.runtime.static_sandbox_resource_mgmt && this.o.staticResources) {
-      memoryMiB += Math.ceil(this.o.staticResources.memoryBytes / MIB);
-      vcpus += Math.ceil(this.o.staticResources.cpus);
-    }
-    const kernelParams: string[] = [];
-    if (config.agent.enable_debug) kernelParams.push('agent.log=debug');
-    if (config.agent.debug_console_enabled) kernelParams.push('agent.debug_console');
-    if (config.agent.container_pipe_size > 0)
-      kernelParams.push(`agent.container_pipe_size=${config.agent.container_pipe_size}`);
-
     this.hv = deps.createHypervisor(config, this.log);
-    await this.hv.prepareVm({
-      sandboxId: id,
-      runDir: path.join(VM_RUN_ROOT, id),
-      vcpus,
-      maxVcpus: Math.max(vcpus, q.default_maxvcpus || vcpus),
-      memoryMiB,
-      maxMemoryMiB: Math.max(memoryMiB, q.default_maxmemory || memoryMiB),
-      devices: [
-        { kind: 'virtio-fs', id: 'kata-shared', tag: 'kataShared', sharedDir: this.fs.hostSharedDir },
-      ],
-      kernelParams,
-    });
+    await this.hv.prepareVm(
+      sandboxVmConfig({
+        sandboxId: id,
+        config,
+        hostSharedDir: this.fs.hostSharedDir,
+        staticResources: this.o.staticResources,
+        // The hypervisor persists through us before it creates anything on the host (run dir, processes, ...).
+        persistState: () => this.persistNow(this.status === 'running' ? 'running' : 'created'),
+      }),
+    );
     await this.hv.startVm(VM_START_TIMEOUT_MS);
     phase(this.log, 'vm_launched', { pids: this.hv.getPids() });
-    await this.persistNow('created');
     await this.joinSandboxCgroup();
 
     // Stop waiting for the agent as soon as the VMM dies (bad kernel, QEMU error): the error says why.
     const vmGone = new AbortController();
-    const runDir = path.join(VM_RUN_ROOT, id);
-    void this.hv.exited.then((exit) =>
-      vmGone.abort(new Error(`the VM exited: ${describeVmExit(exit)}${guestConsoleTail(runDir)}`)),
+    const runDir = sandboxRunDir(id);
+    void this.hv.exited.then(async (exit) =>
+      vmGone.abort(new Error(`the VM exited: ${describeVmExit(exit)}${await guestConsoleTail(runDir)}`)),
     );
     this.conn = await deps.connectAgent(this.hv.agentEndpoint(), {
       timeoutMs: config.agent.dial_timeout * 1000,
@@ -174,7 +162,7 @@ export class Sandbox {
       storages: [this.fs.guestStorage()],
       sandboxId: id,
       sandboxPidns: false,
-      guestHookPath: q.guest_hook_path,
+      guestHookPath: config.hypervisor.guest_hook_path,
       kernelModules: config.agent.kernel_modules.map((line) => {
         const [name = '', ...parameters] = line.trim().split(/\s+/);
         return { name, parameters };
@@ -183,7 +171,11 @@ export class Sandbox {
     phase(this.log, 'sandbox_created');
     await this.persistNow('running');
     void this.hv.exited.then((exit) => this.onVmExit(exit));
-    void this.watchOom();
+    void watchOomEvents(this.agent, {
+      signal: this.stopped.signal,
+      onOom: (cid) => this.o.events.oom(cid),
+      log: this.log,
+    });
   }
 
   /** QEMU and virtiofsd go into the sandbox's host cgroup; a failure there is logged, not fatal. */
@@ -268,12 +260,25 @@ export class Sandbox {
     return this.container(containerId).addExec(execId, spec, stdio);
   }
 
+  /**
+   * Signals a process. This layer decides only whether the VM can be reached: once it is gone (stopping or
+   * stopped) no process can be running any more, and the container says so the way runc does (NotFound).
+   */
   async kill(containerId: string, execId: string, signal: number, all: boolean): Promise<void> {
     const c = this.container(containerId);
-    const p = c.process(execId);
-    if (p.status === 'stopped') throw notFound(`process ${execId || containerId} already finished`);
-    if (this.status !== 'running') return; // the VM is gone: every process is being marked exited
-    await c.kill(this.agent, execId, signal, all);
+    const vm =
+      this.status === 'running' ? this.agent : { gone: `the VM of sandbox ${this.id} is ${this.status}` };
+    await c.kill(vm, execId, signal, all);
+  }
+
+  /** containerd's view of one process (State). */
+  processState(containerId: string, execId: string): ProcessState {
+    return this.container(containerId).processState(execId);
+  }
+
+  /** The process's exit, once it happened (and its output reached the FIFOs). */
+  wait(containerId: string, execId: string): Promise<ExitInfo> {
+    return this.container(containerId).process(execId).exited;
   }
 
   async closeIo(containerId: string, execId: string): Promise<void> {
@@ -347,14 +352,8 @@ export class Sandbox {
   private async doStop(): Promise<void> {
     const wasRunning = this.status === 'running';
     this.status = 'stopping';
-    const errors: string[] = [];
-    const attempt = async (what: string, fn: () => Promise<unknown>) => {
-      try {
-        await fn();
-      } catch (e) {
-        errors.push(`${what}: ${errorMessage(e)}`);
-      }
-    };
+    this.stopped.abort(new Error(`sandbox ${this.id} is stopping`));
+    const { errors, run: attempt } = attempts();
     if (wasRunning && this.conn) {
       const agent = this.conn.agent;
       await attempt('DestroySandbox', () => agent.destroySandbox({}, { timeoutMs: 5000 }));
@@ -388,7 +387,7 @@ export class Sandbox {
     }
     this.containers.clear();
     this.status = 'stopped';
-    await this.persistChain.catch(() => {});
+    await this.stateWriter.settled();
     if (errors.length === 0) {
       await attempt('removing the persisted state', () => this.o.deps.removeState(this.id));
     } else {
@@ -407,57 +406,25 @@ export class Sandbox {
     );
   }
 
-  private async watchOom(): Promise<void> {
-    while (this.status === 'running' && this.conn) {
-      try {
-        const ev = await this.conn.agent.getOOMEvent({});
-        if (ev.containerId) this.o.events.oom(ev.containerId);
-      } catch (e) {
-        const code = (e as { code?: number }).code;
-        if (this.status === 'running' && code !== 12 /* Unimplemented */) {
-          this.log.debug({ err: errorMessage(e) }, 'GetOOMEvent failed; retrying');
-          await new Promise((r) => setTimeout(r, 1000));
-          continue;
-        }
-        return;
-      }
-    }
-  }
-
-  private snapshot(state: PersistedSandbox['state']): PersistedSandbox {
-    let vm: PersistedSandbox['vm'];
-    try {
-      vm = this.hv?.saveState();
-    } catch {
-      vm = undefined; // not prepared yet
-    }
-    return {
-      sandboxId: this.id,
-      namespace: this.o.namespace,
-      bundle: this.o.bundle,
-      hypervisor: {
-        name: this.hv?.name ?? this.config.hypervisorName,
-        pid: vm?.pid ?? 0,
-        virtiofsdPid: vm?.virtiofsdPid,
-        runDir: vm?.runDir ?? path.join(VM_RUN_ROOT, this.id),
-      },
-      vm,
-      shimPid: process.pid,
-      containers: [...this.containers.values()].map((c) => ({
-        id: c.id,
-        bundle: c.bundle,
-        rootfsMounted: c.rootfsMounted,
-      })),
-      sharedFsRoot: this.fs?.hostSharedDir,
-      createdAt: this.createdAt,
-      state,
-    };
-  }
-
   private persistNow(state: PersistedSandbox['state']): Promise<void> {
-    const snap = this.snapshot(state);
-    this.persistChain = this.persistChain.catch(() => {}).then(() => this.o.deps.saveState(snap));
-    return this.persistChain;
+    return this.stateWriter.write(
+      sandboxSnapshot({
+        sandboxId: this.id,
+        namespace: this.o.namespace,
+        bundle: this.o.bundle,
+        hypervisorName: this.config.hypervisorName,
+        hv: this.hv,
+        shim: this.shim,
+        containers: [...this.containers.values()].map((c) => ({
+          id: c.id,
+          bundle: c.bundle,
+          rootfsMounted: c.rootfsMounted,
+        })),
+        sharedFsRoot: this.fs?.hostSharedDir,
+        createdAt: this.createdAt,
+        state,
+      }),
+    );
   }
 
   /** Persists in the background (state changes that must not fail the RPC). */
@@ -467,26 +434,4 @@ export class Sandbox {
       this.log.warn({ err: errorMessage(e) }, 'persisting sandbox state failed'),
     );
   }
-}
-
-/** The last lines the guest kernel printed (<run dir>/console.log), for errors about a guest that died. */
-export function guestConsoleTail(runDir: string, lines = 6): string {
-  try {
-    const text = fs.readFileSync(path.join(runDir, 'console.log'), 'utf8');
-    const all = text
-      .split('\n')
-      .map((l) => l.trimEnd())
-      .filter(Boolean);
-    // A panic's cause is above its stack trace: show it first.
-    const panic = all.filter((l) => /Kernel panic|not syncing/.test(l)).slice(-1);
-    const tail = [...panic, ...all.slice(-lines).filter((l) => !panic.includes(l))];
-    return tail.length ? `; guest console: ${tail.join(' | ')}` : '';
-  } catch {
-    return '';
-  }
-}
-
-export function describeVmExit(exit: VmExit): string {
-  const tail = exit.stderrTail.trim().split('\n').slice(-3).join(' | ');
-  return tail ? `${exit.reason}: ${tail}` : exit.reason;
 }

@@ -1,11 +1,11 @@
 // The runtime's dependencies, wired to the real layers: config, QEMU hypervisor, resource (virtio-fs share and
-// container mounts), persist, and the agent over the endpoint the hypervisor gives.
+// container mounts), persist, and the agent over the endpoint the hypervisor gives; crash cleanup uses the same.
 import { applyAnnotations, loadConfiguration } from '../config/index.js';
-import { createHypervisor } from '../hypervisor/index.js';
-import { removeSandboxState, saveSandboxState } from '../persist/index.js';
+import { cleanupDeadVm, createHypervisor, processIdentity, terminateProcess } from '../hypervisor/index.js';
+import { loadSandboxState, removeSandboxState, saveSandboxState } from '../persist/index.js';
 import { SandboxCgroup, SharedFs, prepareContainer, releaseContainer } from '../resource/index.js';
 import { connectAgent } from './agent.js';
-import type { RuntimeDeps, SharedFsHandle } from './deps.js';
+import type { CleanupDeps, PersistedSandbox, RuntimeDeps, SharedFsHandle } from './deps.js';
 
 function sharedFs(sandboxId: string): SharedFsHandle {
   const sfs = new SharedFs(sandboxId);
@@ -19,7 +19,7 @@ function sharedFs(sandboxId: string): SharedFsHandle {
   };
 }
 
-export function realDeps(): RuntimeDeps {
+export function realDeps(): RuntimeDeps & CleanupDeps {
   return {
     loadConfig: ({ configPath, annotations }) => {
       const { config, warnings } = loadConfiguration({ configPath: configPath || undefined });
@@ -38,10 +38,15 @@ export function realDeps(): RuntimeDeps {
       return {
         create: () => cg.create(),
         addProcess: (pid) => cg.addProcess(pid),
+        pids: () => cg.pids(),
         remove: () => cg.remove({ kill: true }),
       };
     },
     saveState: (s) => saveSandboxState(s),
     removeState: (id) => removeSandboxState(id),
+    // persist checks the common part; `shim` and `vm` are checked where they are used (cleanupDeadVm).
+    loadState: async (id) => (await loadSandboxState(id)) as PersistedSandbox | undefined,
+    cleanupDeadVm: (state, log) => cleanupDeadVm(state, log),
+    processes: { identify: (pid) => processIdentity(pid), terminate: (id, o) => terminateProcess(id, o) },
   };
 }

@@ -5,13 +5,16 @@ import { timestampNow } from '@bufbuild/protobuf/wkt';
 import type { Logger } from '../common/log.js';
 import { DeleteResponseSchema } from '../protocols/gen/github.com/containerd/containerd/runtime/v2/task/shim_pb.js';
 import { cleanupSandbox } from '../runtime/cleanup.js';
+import type { CleanupDeps } from '../runtime/deps.js';
 import { canConnect, removeSocket, socketAddress } from './address.js';
 import type { ShimArgs } from './args.js';
 
 const SIGKILL = 9;
 
-export async function runDelete(args: ShimArgs, log: Logger): Promise<Uint8Array> {
-  const { errors } = await cleanupSandbox(args.id, log);
+export async function runDelete(args: ShimArgs, log: Logger, deps?: CleanupDeps): Promise<Uint8Array> {
+  // The real layers are loaded only here: `delete` runs in a fresh process and tests pass fakes.
+  const d = deps ?? (await import('../runtime/wiring.js')).realDeps();
+  const { errors } = await cleanupSandbox(args.id, d, log);
   for (const e of errors) log.warn({ sandbox_id: args.id }, e);
   const address = socketAddress(args.address, args.namespace, args.id);
   // The dead shim's socket; a live one (another shim answering there) is left alone.

@@ -1,5 +1,6 @@
 // containerd.task.v2.Task over the runtime: decode requests (bundle config.json, runtime options, exec and
-// update specs), call the runtime, publish the task events, and turn errors into containerd's status codes.
+// update specs), call the runtime (lifecycle) or its sandbox (per-process operations), publish the task events,
+// and turn errors into containerd's status codes.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fromBinary } from '@bufbuild/protobuf';
@@ -190,7 +191,7 @@ export function createTaskService(o: TaskServiceOptions): TaskServiceHandle {
 
     start: (r) =>
       rpc('Start', { id: r.id, exec_id: r.execId }, async () => {
-        const p = await runtime.start(r.id, r.execId);
+        const p = await runtime.sandbox().start(r.id, r.execId);
         if (r.execId) {
           publisher.publish(TOPICS.execStarted, TaskExecStartedSchema, {
             containerId: r.id,
@@ -221,7 +222,7 @@ export function createTaskService(o: TaskServiceOptions): TaskServiceHandle {
     exec: (r) =>
       rpc('Exec', { id: r.id, exec_id: r.execId }, () => {
         const spec = jsonAny<OciProcess>(r.spec, `the process spec of exec ${r.execId}`);
-        runtime.exec(r.id, r.execId, spec, {
+        runtime.sandbox().exec(r.id, r.execId, spec, {
           stdin: r.stdin,
           stdout: r.stdout,
           stderr: r.stderr,
@@ -233,7 +234,7 @@ export function createTaskService(o: TaskServiceOptions): TaskServiceHandle {
 
     state: (r) =>
       rpc('State', { id: r.id, exec_id: r.execId }, () => {
-        const s = runtime.state(r.id, r.execId);
+        const s = runtime.sandbox().processState(r.id, r.execId);
         return {
           id: s.id,
           bundle: s.bundle,
@@ -251,20 +252,23 @@ export function createTaskService(o: TaskServiceOptions): TaskServiceHandle {
 
     pids: (r) =>
       rpc('Pids', { id: r.id }, () => {
-        const { pid } = runtime.pids(r.id);
+        // Every process lives in the guest: containerd sees the VMM's pid for all of them.
+        const sb = runtime.sandbox();
+        sb.container(r.id);
+        const pid = sb.pid;
         return { processes: pid ? [{ pid }] : [] };
       }),
 
     pause: (r) =>
       rpc('Pause', { id: r.id }, async () => {
-        await runtime.pause(r.id);
+        await runtime.sandbox().pause(r.id);
         publisher.publish(TOPICS.paused, TaskPausedSchema, { containerId: r.id });
         return {};
       }),
 
     resume: (r) =>
       rpc('Resume', { id: r.id }, async () => {
-        await runtime.resume(r.id);
+        await runtime.sandbox().resume(r.id);
         publisher.publish(TOPICS.resumed, TaskResumedSchema, { containerId: r.id });
         return {};
       }),
@@ -276,36 +280,37 @@ export function createTaskService(o: TaskServiceOptions): TaskServiceHandle {
 
     kill: (r) =>
       rpc('Kill', { id: r.id, exec_id: r.execId, signal: r.signal, all: r.all }, async () => {
-        await runtime.kill(r.id, r.execId, r.signal, r.all);
+        await runtime.sandbox().kill(r.id, r.execId, r.signal, r.all);
         return {};
       }),
 
     resizePty: (r) =>
       rpc('ResizePty', { id: r.id, exec_id: r.execId }, async () => {
-        await runtime.resizePty(r.id, r.execId, r.width, r.height);
+        await runtime.sandbox().resizePty(r.id, r.execId, r.width, r.height);
         return {};
       }),
 
     closeIO: (r) =>
       rpc('CloseIO', { id: r.id, exec_id: r.execId, stdin: r.stdin }, async () => {
-        if (r.stdin) await runtime.closeIo(r.id, r.execId);
+        if (r.stdin) await runtime.sandbox().closeIo(r.id, r.execId);
         return {};
       }),
 
     update: (r) =>
       rpc('Update', { id: r.id }, async () => {
         const resources = jsonAny<OciResources>(r.resources, `the resources of the update of ${r.id}`);
-        await runtime.update(r.id, resources);
+        await runtime.sandbox().update(r.id, resources);
         return {};
       }),
 
     wait: (r) =>
       rpc('Wait', { id: r.id, exec_id: r.execId }, async () => {
-        const e = await runtime.wait(r.id, r.execId);
+        const e = await runtime.sandbox().wait(r.id, r.execId);
         return { exitStatus: e.exitStatus, exitedAt: timestampFromDate(e.exitedAt) };
       }),
 
-    stats: (r) => rpc('Stats', { id: r.id }, async () => ({ stats: metricsAny(await runtime.stats(r.id)) })),
+    stats: (r) =>
+      rpc('Stats', { id: r.id }, async () => ({ stats: metricsAny(await runtime.sandbox().stats(r.id)) })),
 
     connect: (r) =>
       rpc('Connect', { id: r.id }, () => ({

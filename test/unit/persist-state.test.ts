@@ -10,6 +10,7 @@ import {
   removeSandboxState,
   saveSandboxState,
 } from '../../src/persist/index.js';
+import type { PersistedSandbox } from '../../src/runtime/deps.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-persist-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -72,5 +73,26 @@ describe('sandbox state', () => {
   it('refuses ids that would leave the root', async () => {
     await expect(saveSandboxState(state('../x'), tmp)).rejects.toThrow(/invalid sandbox id/);
     await expect(loadSandboxState('a/b', tmp)).rejects.toThrow(/invalid sandbox id/);
+  });
+
+  it("keeps what the runtime adds (the shim's identity, the VM's footprint) as written", async () => {
+    const root = path.join(tmp, 'extra');
+    const full: PersistedSandbox = {
+      ...state('s3'),
+      shim: { pid: 42, startTime: 1234567 },
+      vm: {
+        hypervisor: 'qemu',
+        sandboxId: 's3',
+        pid: 1234,
+        runDir: '/run/vc/vm/s3',
+        agent: { kind: 'vsock', cid: 9, port: 1024 },
+        accel: 'tcg',
+        processes: [{ role: 'vmm', pid: 1234, startTime: 99 }],
+        vsockCid: 9,
+        attached: [{ kind: 'network', id: 'eth0', qemuId: 'net-eth0', tapName: 'tap0_kata' }],
+      },
+    };
+    await saveSandboxState(full, root);
+    expect(await loadSandboxState('s3', root)).toEqual(full);
   });
 });

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { defaultConfig } from '../../src/config/index.js';
 import type { KataConfig } from '../../src/config/types.js';
-import type { Hypervisor, VmExit, VmState } from '../../src/hypervisor/hypervisor.js';
+import type { Hypervisor, VmConfig, VmExit, VmState } from '../../src/hypervisor/hypervisor.js';
 import { AgentService, type CreateContainerRequest } from '../../src/protocols/gen/agent_pb.js';
 import { Health } from '../../src/protocols/gen/health_pb.js';
 import { Code, TtrpcError, TtrpcServer } from '../../src/protocols/ttrpc/index.js';
@@ -62,6 +62,8 @@ export class FakeAgent {
   failCreateContainer: string | undefined;
   /** ExecProcess fails with this (as the agent does for a missing binary). */
   failExecProcess: string | undefined;
+  /** DestroySandbox waits for this (a test holds a sandbox in "stopping"). */
+  holdDestroy: Promise<void> | undefined;
   destroyed = false;
 
   constructor() {
@@ -101,8 +103,9 @@ export class FakeAgent {
         rec('createSandbox', r);
         return {};
       },
-      destroySandbox: (r) => {
+      destroySandbox: async (r) => {
         rec('destroySandbox', r);
+        await this.holdDestroy;
         this.destroyed = true;
         this.killAll();
         return {};
@@ -221,8 +224,18 @@ export class FakeHypervisor implements Hypervisor {
     });
   }
   async check() {}
-  async prepareVm(cfg: unknown) {
+  /** saveState() as handed to VmConfig.persistState, in order. */
+  readonly persisted: VmState[] = [];
+  private persistState: VmConfig['persistState'];
+  async prepareVm(cfg: VmConfig) {
     this.prepared = cfg;
+    this.persistState = cfg.persistState;
+    await this.record(); // as the driver does before it creates the run dir
+  }
+  private async record() {
+    const s = this.saveState();
+    this.persisted.push(s);
+    await this.persistState?.(s);
   }
   async startVm() {
     if (this.failStart) {
@@ -235,6 +248,7 @@ export class FakeHypervisor implements Hypervisor {
       throw new Error(`qemu failed to start: ${this.failStart}`);
     }
     this.running = true;
+    await this.record(); // as the driver does right after spawning
   }
   async stopVm() {
     this.stopped = true;
@@ -253,8 +267,9 @@ export class FakeHypervisor implements Hypervisor {
     return {
       hypervisor: 'qemu',
       sandboxId: 'x',
-      pid: 4242,
+      pid: this.running ? 4242 : 0,
       runDir: '/nonexistent',
+      processes: this.running ? [{ role: 'vmm', pid: 4242, startTime: 1 }] : [],
       agent: { kind: 'virtio-serial', socketPath: this.agentSocket },
       accel: 'tcg',
     };
@@ -354,6 +369,10 @@ export async function fakeEnv(): Promise<FakeEnv> {
     },
     removeState: async (id) => {
       env.states.delete(id);
+    },
+    processes: {
+      identify: async (pid) => ({ pid, startTime: 1 }),
+      terminate: async () => false,
     },
   };
   return env;

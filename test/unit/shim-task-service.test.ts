@@ -157,6 +157,19 @@ describe('Task service over the fake agent', () => {
     expect(shutdowns).toBe(1);
   });
 
+  it('persists the VM state the hypervisor hands over before it boots, and the shim by pid + start time', async () => {
+    await createAndStart('sb1', ['sh', '-c', 'sleep 30']);
+    const hv = env.hypervisors[0]!;
+    expect(hv.persisted.map((s) => s.processes?.length)).toEqual([0, 1]);
+    const st = env.states.get('sb1')!;
+    expect(st.vm?.processes).toEqual([{ role: 'vmm', pid: 4242, startTime: 1 }]);
+    expect(st.shim).toEqual({ pid: process.pid, startTime: 1 });
+    await task.kill({ id: 'sb1', signal: 9 });
+    await task.wait({ id: 'sb1' });
+    await task.delete({ id: 'sb1' });
+    expect(env.states.size).toBe(0);
+  });
+
   it('copies 5,000 lines in order before Wait returns', async () => {
     const { out } = await createAndStart('sb1', [
       'sh',
@@ -390,6 +403,26 @@ describe('Task service over the fake agent', () => {
     env.hypervisors[0]!.crash();
     expect((await task.wait({ id: 'sb1' })).exitStatus).toBe(255);
     expect(pub.events.find((e) => e.topic === '/tasks/exit')?.event).toMatchObject({ exitStatus: 255 });
+    // With the VM gone a kill is runc's "process already finished", never a silent success.
+    await expect(task.kill({ id: 'sb1', signal: 9 })).rejects.toMatchObject({ code: Code.NotFound });
+    env.agent.killAll();
+  });
+
+  it('answers a kill racing the death of the VM with NotFound "process already finished"', async () => {
+    await createAndStart('sb1', ['sh', '-c', 'sleep 30']);
+    // The VM dies while DestroySandbox is pending: the process is not marked exited yet, the VM is gone.
+    let release!: () => void;
+    const pending = new Promise<void>((r) => {
+      release = r;
+    });
+    env.agent.holdDestroy = pending;
+    env.hypervisors[0]!.crash();
+    await new Promise((r) => setTimeout(r, 20));
+    const err = await task.kill({ id: 'sb1', signal: 15 }).catch((e) => e);
+    expect(err).toMatchObject({ code: Code.NotFound });
+    expect(err.message).toMatch(/process already finished \(the VM of sandbox sb1 is stopping\)/);
+    release();
+    expect((await task.wait({ id: 'sb1' })).exitStatus).toBe(255);
     env.agent.killAll();
   });
 

@@ -1,0 +1,163 @@
+// The QEMU process from spawn to "running": waiting for its QMP socket and run state (bounded by the start
+// deadline, ended early by its death), who it is on the host (pid + start time), what it left in its run dir.
+import { existsSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import type { Logger } from '../../common/log.js';
+import { PollTimeoutError, pollUntil } from '../../common/poll.js';
+import type { VmProcess } from '../hypervisor.js';
+import { processFromPidFile, processIdentity } from '../proc.js';
+import { type SupervisedChild, describeExit, formatTail, waitFor } from '../supervisor.js';
+import type { Virtiofsd } from '../virtiofsd.js';
+import { runDirPaths } from './cmdline.js';
+import { QmpClient } from './qmp.js';
+
+/** Rejects once `child` exits, with QEMU's last words; used to end a wait early. */
+function deathSignal(child: SupervisedChild, when: string): { signal: AbortSignal; done: () => void } {
+  const ac = new AbortController();
+  let live = true;
+  void child.exited.then((e) => {
+    if (live)
+      ac.abort(new Error(`${describeExit('QEMU', e)} ${when}${formatTail('qemu stderr', e.stderrTail)}`));
+  });
+  return {
+    signal: ac.signal,
+    done: () => {
+      live = false;
+    },
+  };
+}
+
+/** Connects to QEMU's QMP socket once it accepts, before `deadline` (ms since epoch). */
+export async function connectQmp(
+  child: SupervisedChild,
+  qmpPath: string,
+  deadline: number,
+  log: Logger,
+): Promise<QmpClient> {
+  let lastError = 'socket not created yet';
+  const death = deathSignal(child, 'before its QMP socket accepted a connection');
+  try {
+    return await pollUntil(
+      async () => {
+        if (!existsSync(qmpPath)) return undefined;
+        try {
+          return await QmpClient.connect(qmpPath, {
+            timeoutMs: Math.max(deadline - Date.now(), 100),
+            log: log.child({ component: 'qmp' }),
+          });
+        } catch (err) {
+          lastError = (err as Error).message;
+          return undefined;
+        }
+      },
+      {
+        timeoutMs: Math.max(deadline - Date.now(), 1),
+        intervalMs: 10,
+        signal: death.signal,
+        what: `the QMP socket ${qmpPath}`,
+      },
+    );
+  } catch (err) {
+    if (death.signal.aborted) throw death.signal.reason;
+    if (!(err instanceof PollTimeoutError)) throw err;
+    throw new Error(`timed out; last attempt: ${lastError}`, { cause: err });
+  } finally {
+    death.done();
+  }
+}
+
+/** Waits for query-status "running" before `deadline`. */
+export async function waitRunning(child: SupervisedChild, qmp: QmpClient, deadline: number): Promise<void> {
+  let status = 'unknown';
+  const death = deathSignal(child, 'before reaching status running');
+  try {
+    await pollUntil(
+      async () => {
+        status = (await qmp.queryStatus()).status;
+        return status === 'running';
+      },
+      { timeoutMs: Math.max(deadline - Date.now(), 1), signal: death.signal, what: 'QEMU status "running"' },
+    );
+  } catch (err) {
+    if (death.signal.aborted) throw death.signal.reason;
+    // A dying QEMU closes QMP a moment before its exit is seen: name the death, not the closed socket.
+    if (qmp.isClosed && (await waitFor(child.exited, 1000))) {
+      throw await deathReason(child, 'before reaching status running');
+    }
+    if (!(err instanceof PollTimeoutError)) throw err;
+    throw new Error(`timed out; QEMU status is "${status}"`, { cause: err });
+  } finally {
+    death.done();
+  }
+}
+
+async function deathReason(child: SupervisedChild, when: string): Promise<Error> {
+  const e = await child.exited;
+  return new Error(`${describeExit('QEMU', e)} ${when}${formatTail('qemu stderr', e.stderrTail)}`);
+}
+
+/** Logs the QMP events worth a line (shutdowns, resets, panics). */
+export function logQmpEvents(qmp: QmpClient, log: Logger): void {
+  for (const ev of ['SHUTDOWN', 'POWERDOWN', 'RESET', 'GUEST_PANICKED']) {
+    qmp.on(ev, (e: { data: unknown }) => log.info({ event: ev, data: e.data }, 'QMP event'));
+  }
+}
+
+/** pid + start time of a child we just spawned, for the persisted VmState. */
+export async function spawnedProcess(
+  role: VmProcess['role'],
+  pid: number | undefined,
+): Promise<VmProcess | undefined> {
+  if (!pid) return undefined;
+  const id = await processIdentity(pid);
+  return id ? { role, ...id } : undefined;
+}
+
+/** A run dir whose pid file names the live QEMU that wrote it means the sandbox id is in use. */
+export async function refuseLiveRunDir(runDir: string): Promise<void> {
+  const live = await processFromPidFile(runDirPaths(runDir).pidFile);
+  if (live) throw new Error(`run dir ${runDir} belongs to a running QEMU (pid ${live.pid})`);
+}
+
+/** The last bytes the guest printed on its console (ttyS0 → console.log). */
+export async function consoleTail(runDir: string, bytes = 2048): Promise<string> {
+  try {
+    const fh = await open(runDirPaths(runDir).consoleLog, 'r');
+    try {
+      const { size } = await fh.stat();
+      const start = Math.max(0, size - bytes);
+      const buf = Buffer.alloc(size - start);
+      await fh.read(buf, 0, buf.length, start);
+      return buf.toString('utf8');
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Stops the VM (through `onDeath`) when a virtiofsd dies on its own: without its shared fs the guest cannot run
+ * containers. virtiofsd also exits when QEMU goes away (vhost-user disconnect), often before QEMU's exit is
+ * seen, so a death within 500 ms of QEMU's is QEMU's.
+ */
+export function watchVirtiofsd(
+  v: Virtiofsd,
+  o: {
+    qemu: () => SupervisedChild | undefined;
+    expected: () => boolean;
+    onDeath: (why: string) => void;
+    log: Logger;
+  },
+): void {
+  void v.exited.then(async (e) => {
+    if (o.expected()) return;
+    const qemu = o.qemu();
+    if (qemu && (await waitFor(qemu.exited, 500))) return;
+    if (o.expected()) return;
+    const why = `virtiofsd for ${v.opts.sharedDir} died: ${describeExit('virtiofsd', e)}`;
+    o.log.error({ stderr: e.stderrTail }, why);
+    o.onDeath(why);
+  });
+}
