@@ -124,7 +124,8 @@ export class Runtime {
     const sb = this.sandbox();
     const res = await sb.delete(id, execId);
     // The sandbox container going (or the last container) ends the sandbox, as Kata does.
-    if (!execId && (id === sb.id || sb.containers.size === 0)) await this.stopSandbox();
+    if (!execId && (id === sb.id || sb.containers.size === 0 || sb.status === 'stopped'))
+      await this.stopSandbox();
     return res;
   }
 
@@ -135,7 +136,8 @@ export class Runtime {
     try {
       await sb.stop();
     } finally {
-      if (this.current === sb) this.current = undefined;
+      // Stopped containers stay deletable (State, Wait, Delete) until containerd deletes the last one.
+      if (this.current === sb && sb.containers.size === 0) this.current = undefined;
     }
   }
 }

@@ -65,6 +65,8 @@ export class Sandbox {
   private cgroup: SandboxCgroupHandle | undefined;
   private conn: AgentConnection | undefined;
   private stopping: Promise<void> | undefined;
+  /** Why the VM exited on its own (set before the stop it causes). */
+  private vmGone: string | undefined;
   private readonly stateWriter: StateWriter;
   private shim: ProcessIdentity | undefined;
   /** Aborted when the sandbox stops: ends background waits (the OOM watch's retry pause). */
@@ -338,8 +340,10 @@ export class Sandbox {
     this.containers.delete(containerId);
     if (c.rootfsMounted) {
       await this.fs?.releaseContainer(containerId, { bundle: c.bundle, rootfsMounted: true });
+      c.rootfsMounted = false;
     }
-    await this.persistNow(this.status === 'running' ? 'running' : 'stopped');
+    // A stopped sandbox has released everything and removed its state: writing it again would leave it behind.
+    if (this.status === 'running') await this.persistNow('running');
     return { pid: c.init.pid, exit: c.init.exit! };
   }
 
@@ -354,7 +358,8 @@ export class Sandbox {
     this.status = 'stopping';
     this.stopped.abort(new Error(`sandbox ${this.id} is stopping`));
     const { errors, run: attempt } = attempts();
-    if (wasRunning && this.conn) {
+    // A dead VM has no agent to tell: its containers simply exited.
+    if (wasRunning && this.conn && !this.vmGone) {
       const agent = this.conn.agent;
       await attempt('DestroySandbox', () => agent.destroySandbox({}, { timeoutMs: 5000 }));
     }
@@ -378,14 +383,16 @@ export class Sandbox {
       const fs = this.fs;
       for (const c of this.containers.values()) {
         if (c.rootfsMounted) {
-          await attempt(`releasing container ${c.id}`, () =>
-            fs.releaseContainer(c.id, { bundle: c.bundle, rootfsMounted: true }),
-          );
+          await attempt(`releasing container ${c.id}`, async () => {
+            await fs.releaseContainer(c.id, { bundle: c.bundle, rootfsMounted: true });
+            c.rootfsMounted = false;
+          });
         }
       }
       await attempt('cleaning up the shared fs', () => fs.cleanup());
     }
-    this.containers.clear();
+    // The containers stay, stopped, until containerd deletes them: after a VM death containerd still asks for
+    // their State, Wait and Delete (as for runc's processes killed under it).
     this.status = 'stopped';
     await this.stateWriter.settled();
     if (errors.length === 0) {
@@ -400,6 +407,7 @@ export class Sandbox {
 
   private onVmExit(exit: VmExit): void {
     if (this.status !== 'running') return;
+    this.vmGone = exit.reason;
     this.log.error({ reason: exit.reason, stderr: exit.stderrTail }, 'the VM exited unexpectedly');
     void this.stop().catch((e: unknown) =>
       this.log.error({ err: errorMessage(e) }, 'cleanup after the VM died'),

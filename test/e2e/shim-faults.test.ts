@@ -1,0 +1,61 @@
+// Faults of a running sandbox, through containerd as a user meets them: the VMM or virtiofsd killed under a
+// running container with an exec in flight. A dead VM is every container in it exiting (status 255, as Kata
+// reports): containerd gets the exit, the task shows STOPPED, Delete works, and the shim goes once the last task
+// is deleted. After each test nothing is left (shim-suite's leftover check).
+import { describe, expect, it } from 'vitest';
+import { pollUntil } from '../../src/common/poll.js';
+import { useKataSuite } from './shim-suite.js';
+
+const suite = useKataSuite();
+
+function explain(r: { code: number | null; stdout: string; stderr: string }): string {
+  return `ctr exit ${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}\n--- containerd log ---\n${suite.k.ctrd.readLog().slice(-8000)}`;
+}
+
+/** The pid of the sandbox's process named `comm` (qemu or virtiofsd), found through the task's pid (the VMM). */
+async function sandboxProcess(cid: string, comm: 'qemu' | 'virtiofsd'): Promise<number> {
+  const ls = await suite.k.ctrd.ctr(['task', 'ls']);
+  const qemuPid = Number(new RegExp(`^${cid}\\s+(\\d+)\\s+RUNNING`, 'm').exec(ls.stdout)?.[1]);
+  expect(qemuPid, explain(ls)).toBeGreaterThan(0);
+  if (comm === 'qemu') return qemuPid;
+  const { execFileSync } = await import('node:child_process');
+  const out = execFileSync('pgrep', ['-f', `^\\S*virtiofsd .*${cid}`], { encoding: 'utf8' })
+    .trim()
+    .split('\n');
+  expect(out[0], `no virtiofsd for ${cid}`).toMatch(/^\d+$/);
+  return Number(out[0]);
+}
+
+describe.each(['qemu', 'virtiofsd'] as const)('kill -9 of %s under a running container', (victim) => {
+  it('is an exit of 255 for the container and its exec; Delete works and the shim goes', async () => {
+    const cid = suite.id(`kill-${victim}`);
+    const r = await suite.k.run(['-d', suite.k.image, cid, 'sleep', '300']);
+    expect(r.code, explain(r)).toBe(0);
+    const exec = suite.k.ctrd.ctr(['task', 'exec', '--exec-id', 'e1', cid, 'sleep', '200'], {
+      timeoutMs: 60_000,
+    });
+    // The exec is running in the guest before the VM dies.
+    await pollUntil(
+      async () => (await suite.k.ctrd.ctr(['task', 'ps', cid])).stdout.split('\n').length > 2 || undefined,
+      { timeoutMs: 30_000, intervalMs: 200, what: `exec e1 of ${cid} to run` },
+    ).catch(() => undefined);
+    process.kill(await sandboxProcess(cid, victim), 'SIGKILL');
+
+    const done = await exec;
+    expect(done.code, explain(done)).not.toBe(0);
+    const stopped = await pollUntil(
+      async () => {
+        const ls = await suite.k.ctrd.ctr(['task', 'ls']);
+        return new RegExp(`^${cid}\\s+\\d+\\s+STOPPED`, 'm').test(ls.stdout) ? ls : undefined;
+      },
+      { timeoutMs: 20_000, intervalMs: 250, what: `${cid} to show STOPPED` },
+    ).catch(async (e: Error) => {
+      throw new Error(`${e.message}\n${explain(await suite.k.ctrd.ctr(['task', 'ls']))}`);
+    });
+    expect(stopped.stdout).toMatch(new RegExp(`^${cid}\\s`, 'm'));
+    const del = await suite.k.ctrd.ctr(['task', 'delete', cid]);
+    expect(del.code, explain(del)).toBe(0);
+    expect(del.stdout + del.stderr).toMatch(/255/);
+    expect((await suite.k.ctrd.ctr(['container', 'delete', cid])).code).toBe(0);
+  });
+});
