@@ -3,7 +3,8 @@
 // (oci-spec-to-grpc.ts / oci-spec-from-grpc.ts) and the agent writes it back for crun.
 // Typed are the fields grpc.Spec can carry; a spec read from disk may hold more (they pass through untyped and
 // are dropped at the grpc boundary). Fields the runtime-spec calls REQUIRED but producers omit (ociVersion in a
-// minimal spec, user in an exec process) are optional here: grpc.Spec maps absent to zero anyway.
+// minimal spec, user and cwd in an exec process) are optional here: grpc.Spec maps absent to zero anyway, and the
+// agent defaults cwd to /.
 
 /** 64-bit integers: numbers when they fit, bigints when they do not (see parseOciJson). */
 export type Int64 = number | bigint;
@@ -37,7 +38,7 @@ export interface OciProcess {
   user?: OciUser;
   args?: string[];
   env?: string[];
-  cwd: string;
+  cwd?: string;
   capabilities?: OciCapabilities;
   rlimits?: OciRlimit[];
   noNewPrivileges?: boolean;

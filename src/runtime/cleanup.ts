@@ -7,7 +7,7 @@ import type { Logger } from '../common/log.js';
 import type { VmState } from '../hypervisor/hypervisor.js';
 import { stopFromState } from '../hypervisor/index.js';
 import { PERSIST_ROOT, loadSandboxState, removeSandboxState } from '../persist/index.js';
-import { DEFAULT_SHARED_FS_ROOT, SandboxCgroup, SharedFs } from '../resource/index.js';
+import { DEFAULT_SHARED_FS_ROOT, SandboxCgroup, SharedFs, cleanupSandboxShare } from '../resource/index.js';
 import type { PersistedSandbox } from './deps.js';
 import { errorMessage } from './errors.js';
 import { VM_RUN_ROOT } from './sandbox.js';
@@ -114,7 +114,7 @@ export async function cleanupSandbox(sandboxId: string, log: Logger): Promise<Cl
   });
   if (fs.existsSync(sharedDir)) {
     actions.push(`cleaned ${sharedDir}`);
-    await attempt('cleaning up the shared fs', () => new SharedFs(sandboxId).cleanup());
+    await attempt('cleaning up the shared fs', () => cleanupSandboxShare(new SharedFs(sandboxId)));
   }
   if (fs.existsSync(runDir)) {
     actions.push(`removed ${runDir}`);

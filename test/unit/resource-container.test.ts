@@ -8,6 +8,7 @@ import {
   type OciSpec,
   type RootfsMount,
   SharedFs,
+  cleanupSandboxShare,
   prepareContainer,
   releaseContainer,
 } from '../../src/resource/index.js';
@@ -97,7 +98,7 @@ describe('prepareContainer / releaseContainer', () => {
     await f.sfs.setup();
   });
   afterEach(async () => {
-    await f.sfs.cleanup();
+    await cleanupSandboxShare(f.sfs);
     expect(mountsIn(f.dir)).toEqual([]);
     expect(fs.existsSync(f.sfs.sandboxDir)).toBe(false);
   });
@@ -216,7 +217,7 @@ describe('prepareContainer / releaseContainer', () => {
     await expect(
       prepareContainer(f.sfs, 'c7', { bundle: f.bundle, rootfs: [f.overlay], spec: specFor(f) }),
     ).rejects.toThrow(/c7 .*already prepared/);
-    // cleanup() alone (afterEach) must release the prepared container, bundle rootfs included.
+    // cleanupSandboxShare alone (afterEach) must release the prepared container, bundle rootfs included.
   });
 });
 
@@ -256,7 +257,7 @@ describe('propagation into a virtiofsd-style slave mount namespace', () => {
       expect(inNs(`grep -c ' ${f.sfs.hostSharedDir}/' /proc/self/mountinfo || true`)).toBe('0\n');
     } finally {
       child?.kill('SIGKILL');
-      await f.sfs.cleanup();
+      await cleanupSandboxShare(f.sfs);
     }
   });
 });
