@@ -219,6 +219,21 @@ describe('prepareContainer / releaseContainer', () => {
     ).rejects.toThrow(/c7 .*already prepared/);
     // cleanupSandboxShare alone (afterEach) must release the prepared container, bundle rootfs included.
   });
+
+  it('SharedFs.cleanup leaves unreleased containers to cleanupSandboxShare, keeping their records', async () => {
+    await prepareContainer(f.sfs, 'c8', { bundle: f.bundle, rootfs: [f.overlay], spec: specFor(f) });
+    expect(await f.sfs.recordedContainers()).toEqual(['c8']);
+    // A restarted shim knows only the sandbox id.
+    const again = new SharedFs(f.sfs.sandboxId, { root: f.sfs.root });
+    await expect(again.cleanup()).rejects.toThrow(
+      /containers c8 are not released \(their records are kept\)/,
+    );
+    expect(await again.recordedContainers()).toEqual(['c8']);
+    expect(mountsIn(path.join(f.bundle, 'rootfs'))).toHaveLength(1);
+    await cleanupSandboxShare(again);
+    expect(mountsIn(f.dir)).toEqual([]);
+    expect(fs.existsSync(f.sfs.sandboxDir)).toBe(false);
+  });
 });
 
 describe('propagation into a virtiofsd-style slave mount namespace', () => {
