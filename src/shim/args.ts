@@ -17,7 +17,8 @@ export interface ShimArgs {
   action: string;
 }
 
-const STRING_FLAGS: Record<string, keyof ShimArgs> = {
+type StringFlag = 'namespace' | 'id' | 'address' | 'publishBinary' | 'bundle' | 'socket';
+const STRING_FLAGS: Record<string, StringFlag> = {
   namespace: 'namespace',
   id: 'id',
   address: 'address',
@@ -70,7 +71,7 @@ export function parseArgs(argv: readonly string[]): ShimArgs {
       if (i + 1 >= argv.length) throw new ArgsError(`flag needs an argument: -${name}`);
       value = argv[++i]!;
     }
-    (args as unknown as Record<string, string>)[key] = value;
+    args[key] = value;
   }
   args.action = argv[i] ?? '';
   return args;
