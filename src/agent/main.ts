@@ -7,6 +7,7 @@ import v8 from 'node:v8';
 // the set-up and the power-off, and takes its options as arguments: `kata-agent agent.server_addr=unix:///x`.
 import type { DescService } from '@bufbuild/protobuf';
 import { logger, setLogLevel } from '../common/log.js';
+import { AGENT_SERIAL_PORT_NAME } from '../contract/index.js';
 import { AgentService } from '../protocols/gen/agent_pb.js';
 import { Health } from '../protocols/gen/health_pb.js';
 import {
@@ -32,9 +33,6 @@ import {
 import { startReaper } from './reaper.js';
 import { createAgentService } from './service.js';
 import { type VsockListener, listenVsock } from './vsock.js';
-
-/** The virtio-serial port name the runtime gives QEMU (Kata's). */
-export const AGENT_PORT_NAME = 'agent.channel.0';
 
 async function main(): Promise<void> {
   // Uptimes (s since the guest kernel started) for the boot benchmark; node's own start is timeOrigin.
@@ -137,13 +135,13 @@ async function main(): Promise<void> {
     }
   }
   if (isInit) {
-    port = new VirtioPortChannel({ name: AGENT_PORT_NAME, onConnection: serve('virtio-serial'), log });
+    port = new VirtioPortChannel({ name: AGENT_SERIAL_PORT_NAME, onConnection: serve('virtio-serial'), log });
     try {
       // With a vsock listener up, a missing port is not fatal and should not hold up "ready".
       const started = port.start();
       if (listening.length) {
         started.then(
-          (dev) => log.info({ device: dev }, `serving on virtio-serial port ${AGENT_PORT_NAME}`),
+          (dev) => log.info({ device: dev }, `serving on virtio-serial port ${AGENT_SERIAL_PORT_NAME}`),
           (e: Error) => log.warn({ err: e }, 'no virtio-serial channel'),
         );
       } else {

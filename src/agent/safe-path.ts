@@ -3,6 +3,7 @@
 // (the shared directory is writable by the host, so it may plant symlinks there).
 import fs from 'node:fs';
 import path from 'node:path';
+import { idProblem } from '../contract/index.js';
 
 /** A path from the host that is malformed or leaves its allowed root. */
 export class SafePathError extends Error {
@@ -177,11 +178,13 @@ export function mkdirUnder(
   return { path: real, created };
 }
 
-const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/;
-
-/** Container and sandbox ids end up in paths and cgroup names: letters, digits, `_.-` only. */
+/**
+ * Container and sandbox ids end up in paths and cgroup names. The host checked them already; the guest trusts
+ * nothing the host sends, so it checks again, with the contract's grammar (the only one).
+ */
 export function checkId(id: string, what = 'container id'): string {
-  if (!ID_RE.test(id)) throw new SafePathError(`invalid ${what} ${JSON.stringify(id)}`);
+  const problem = idProblem(id);
+  if (problem) throw new SafePathError(`invalid ${what} ${JSON.stringify(id)}: ${problem}`);
   return id;
 }
 

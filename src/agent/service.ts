@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { logger } from '../common/log.js';
+import { GUEST_KATA_DIR } from '../contract/index.js';
 import type { AgentService } from '../protocols/gen/agent_pb.js';
 import { type Health, HealthCheckResponse_ServingStatus } from '../protocols/gen/health_pb.js';
 import type { CallContext, ServiceImpl } from '../protocols/ttrpc/index.js';
@@ -52,7 +53,7 @@ const empty: Empty = {};
 export function createAgentService(opts: AgentServiceOptions = {}): AgentServices {
   const log = logger('agent');
   const stateDir = opts.stateDir ?? '/run/kata-agent';
-  const kataRunDir = opts.kataRunDir ?? '/run/kata-containers';
+  const kataRunDir = opts.kataRunDir ?? GUEST_KATA_DIR;
   // Paths from the host are resolved under these; they must exist before the first request.
   fs.mkdirSync(kataRunDir, { recursive: true, mode: 0o755 });
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });

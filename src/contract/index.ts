@@ -16,9 +16,14 @@ export const GUEST_KATA_DIR = '/run/kata-containers';
 /** Where the guest mounts the shared fs; a container's files are `<this>/<container-id>/…`. */
 export const GUEST_SHARED_DIR = `${GUEST_KATA_DIR}/shared/containers`;
 
+/** A container's rootfs relative to the shared dir: the same on the host side of the share and in the guest. */
+export function sharedRootfsPath(containerId: string): string {
+  return `${containerId}/rootfs`;
+}
+
 /** A container's rootfs inside the guest. */
 export function guestRootfsPath(containerId: string): string {
-  return `${GUEST_SHARED_DIR}/${containerId}/rootfs`;
+  return `${GUEST_SHARED_DIR}/${sharedRootfsPath(containerId)}`;
 }
 
 /** Kernel modules the image builder lists for the guest's modprobe at boot (modules-load.d). */

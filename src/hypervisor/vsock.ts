@@ -4,10 +4,11 @@ import { randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { AGENT_VSOCK_PORT } from '../contract/index.js';
 
 export const VHOST_VSOCK_DEVICE = '/dev/vhost-vsock';
-/** The port the Kata agent listens on inside the guest. */
-export const AGENT_VSOCK_PORT = 1024;
+/** The port the Kata agent listens on inside the guest (the contract's). */
+export { AGENT_VSOCK_PORT };
 const CID_DIR = '/run/kata-ts/vsock-cids';
 /** CIDs 0-2 are reserved (hypervisor, local, host). */
 const FIRST_GUEST_CID = 3;

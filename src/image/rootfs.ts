@@ -1,7 +1,7 @@
 // The guest's root filesystem (the initrd's contents): a merged-/usr layout with busybox, node, crun, their
 // libraries, the agent bundle with koffi, the kernel modules, and /init, which makes the agent PID 1.
 import path from 'node:path';
-import { MODULES_LOAD_FILE } from '../agent/init.js';
+import { GUEST_MODULES_LOAD_FILE } from '../contract/index.js';
 import type { CpioEntry } from './cpio.js';
 import type { FileInput } from './inputs.js';
 import { type CpuFeatures, GUEST_SNAPSHOT_PATH, snapshotEntry } from './snapshot.js';
@@ -144,7 +144,10 @@ export function rootfsEntries(i: RootfsInputs): CpioEntry[] {
     add({ type: 'file', path: `${modDir}/${rel}`, mode: 0o644, source: src });
   text(`${modDir}/modules.dep`, i.modulesDep);
   text(`${modDir}/modules.builtin`, i.modulesBuiltin);
-  text(MODULES_LOAD_FILE, `# Loaded by kata-agent at boot, in this order.\n${i.bootModules.join('\n')}\n`);
+  text(
+    GUEST_MODULES_LOAD_FILE,
+    `# Loaded by kata-agent at boot, in this order.\n${i.bootModules.join('\n')}\n`,
+  );
 
   // Every parent directory must be in the archive before its contents.
   for (const p of [...entries.keys()]) {

@@ -2,6 +2,7 @@
 // One JSON file per sandbox, /run/kata/<sandbox-id>/state.json, replaced atomically.
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { checkId } from '../contract/index.js';
 import { isAtomicTempName, writeFileAtomic } from './atomic.js';
 
 export { writeFileAtomic } from './atomic.js';
@@ -32,15 +33,9 @@ export class PersistError extends Error {
   }
 }
 
-// Ids become path components; refuse anything that could leave the root.
-function checkSandboxId(id: string): void {
-  if (typeof id !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(id) || id.length > 255) {
-    throw new Error(`invalid sandbox id ${JSON.stringify(id)} for persisted state`);
-  }
-}
-
 export function sandboxStateDir(id: string, root = PERSIST_ROOT): string {
-  checkSandboxId(id);
+  // The shim checked the id at its edge; this cheap re-check (same grammar) keeps a path from leaving root.
+  checkId('sandbox', id);
   return path.join(root, id);
 }
 

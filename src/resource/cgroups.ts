@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { logger } from '../common/log.js';
 import { PollTimeoutError, pollUntil } from '../common/poll.js';
-import { checkId } from './ids.js';
+import { checkId } from '../contract/index.js';
 import { readMountInfo } from './mount.js';
 
 export type CgroupVersion = 'v1' | 'v2';

@@ -5,11 +5,12 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { logger } from '../common/log.js';
+import { checkId, sharedRootfsPath } from '../contract/index.js';
 import { writeFileAtomic } from '../persist/atomic.js';
 import { buildGuestSpec } from './guest-spec.js';
-import { checkId } from './ids.js';
+import { BUNDLE_ROOTFS } from './layout.js';
 import { bindMount, isMountPoint, unmountTree } from './mount.js';
-import { BUNDLE_ROOTFS, mountBundleRootfs, rootfsSharedPath, specRootDir } from './rootfs.js';
+import { mountBundleRootfs, specRootDir } from './rootfs.js';
 import type { SharedFs } from './share-fs.js';
 import type { OciMount, OciSpec, PreparedContainer, RootfsMount } from './types.js';
 import { type MountPlan, guestMount, planMount, sharedNamePattern } from './volumes.js';
@@ -55,7 +56,14 @@ function errText(err: unknown): string {
 export async function prepareContainer(
   sfs: SharedFs,
   containerId: string,
-  opts: { bundle: string; rootfs: RootfsMount[]; spec: OciSpec; readonlyRootfs?: boolean },
+  opts: {
+    bundle: string;
+    rootfs: RootfsMount[];
+    spec: OciSpec;
+    readonlyRootfs?: boolean;
+    /** Kata's disable_guest_seccomp (see buildGuestSpec). */
+    disableGuestSeccomp?: boolean;
+  },
 ): Promise<PreparedContainer> {
   checkId('container', containerId);
   const log = logger('resource', { sandbox_id: sfs.sandboxId, container_id: containerId });
@@ -84,7 +92,7 @@ export async function prepareContainer(
   } catch (err) {
     throw fail(errText(err), err);
   }
-  const rootTarget = path.join(sfs.hostSharedDir, rootfsSharedPath(containerId));
+  const rootTarget = path.join(sfs.hostSharedDir, sharedRootfsPath(containerId));
   const record: ContainerRecord = {
     containerId,
     bundle,
@@ -137,7 +145,13 @@ export async function prepareContainer(
 
   const mounts: OciMount[] = plans.map(guestMount);
   log.debug({ shared: record.shared.length }, 'container resources prepared');
-  return { guestSpec: buildGuestSpec(spec, containerId, mounts, { readonlyRootfs }), storages: [] };
+  return {
+    guestSpec: buildGuestSpec(spec, containerId, mounts, {
+      readonlyRootfs,
+      disableGuestSeccomp: opts.disableGuestSeccomp,
+    }),
+    storages: [],
+  };
 }
 
 /**
@@ -161,7 +175,7 @@ export async function releaseContainer(
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    const rootTarget = path.join(sfs.hostSharedDir, rootfsSharedPath(containerId));
+    const rootTarget = path.join(sfs.hostSharedDir, sharedRootfsPath(containerId));
     if (names.includes(containerId)) shared.push({ target: rootTarget, source: '', isDir: true });
     for (const n of names.filter((n) => pattern.test(n))) {
       const target = path.join(sfs.hostSharedDir, n);
@@ -179,6 +193,36 @@ export async function releaseContainer(
     throw new Error(`release container ${containerId} in sandbox ${sfs.sandboxId}: ${errText(err)}`, {
       cause: err,
     });
+  }
+}
+
+/**
+ * Tears down a sandbox's share: releases every container still recorded under it (their bundle rootfs mounts
+ * live outside the share), then SharedFs.cleanup. Every step runs even when an earlier one fails; the error
+ * names each failure. Idempotent; needs only the sandbox id, so it is what crash cleanup calls too.
+ */
+export async function cleanupSandboxShare(sfs: SharedFs): Promise<void> {
+  const errors: string[] = [];
+  let ids: string[] = [];
+  try {
+    ids = await sfs.recordedContainers();
+  } catch (err) {
+    errors.push(errText(err));
+  }
+  for (const cid of ids) {
+    try {
+      await releaseContainer(sfs, cid);
+    } catch (err) {
+      errors.push(errText(err));
+    }
+  }
+  try {
+    await sfs.cleanup();
+  } catch (err) {
+    errors.push(errText(err));
+  }
+  if (errors.length > 0) {
+    throw new Error(`clean up the share of sandbox ${sfs.sandboxId}: ${errors.join('; ')}`);
   }
 }
 

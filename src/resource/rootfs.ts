@@ -2,15 +2,9 @@
 // the bundle's own root.path when containerd sends no mounts.
 import fs from 'node:fs';
 import path from 'node:path';
+import { BUNDLE_ROOTFS } from './layout.js';
 import { mountEntry, unmountTree } from './mount.js';
 import type { OciSpec, RootfsMount } from './types.js';
-
-export const BUNDLE_ROOTFS = 'rootfs';
-
-/** The guest path of a container's rootfs under the shared dir, relative to it. */
-export function rootfsSharedPath(containerId: string): string {
-  return path.posix.join(containerId, 'rootfs');
-}
 
 function describe(m: RootfsMount): string {
   return `${m.type || 'mount'} ${m.source} (options ${m.options.join(',') || 'none'})`;

@@ -1,11 +1,13 @@
-// The per-sandbox directory virtiofsd serves to the guest (tag kataShared). Container rootfs and bind-mount
-// sources are bind-mounted into it; the guest agent mounts the tag at GUEST_SHARED_DIR.
+// The per-sandbox directory virtiofsd serves to the guest (tag SHARED_FS_TAG). Container rootfs and bind-mount
+// sources are bind-mounted into it (container.ts); the guest agent mounts the tag at GUEST_SHARED_DIR.
+// SharedFs knows nothing of containers: releasing them is container.ts's (cleanupSandboxShare does both).
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { logger } from '../common/log.js';
+import { GUEST_SHARED_DIR, SHARED_FS_TAG, checkId } from '../contract/index.js';
 import type { StorageSchema } from '../protocols/gen/agent_pb.js';
-import { checkId } from './ids.js';
+import { DEFAULT_SHARED_FS_ROOT, RECORDS_SUBDIR, SHARED_SUBDIR } from './layout.js';
 import {
   MS_PRIVATE,
   MS_SHARED,
@@ -15,15 +17,6 @@ import {
   setPropagation,
   unmountTree,
 } from './mount.js';
-
-export const KATA_SHARED_TAG = 'kataShared';
-export const GUEST_SHARED_DIR = '/run/kata-containers/shared/containers';
-export const DEFAULT_SHARED_FS_ROOT = '/run/kata-containers/shared/sandboxes';
-
-/** Host dirs and files under <root>/<sid>/ (only `shared/` is visible to the guest). */
-export const SHARED_SUBDIR = 'shared';
-/** Per-container records of what prepareContainer mounted, so release works after a restart. */
-export const RECORDS_SUBDIR = 'containers';
 
 export class SharedFs {
   readonly sandboxId: string;
@@ -45,6 +38,22 @@ export class SharedFs {
 
   get recordsDir(): string {
     return path.join(this.sandboxDir, RECORDS_SUBDIR);
+  }
+
+  /** Ids of the containers with a record in recordsDir (prepared and not yet released), sorted. */
+  async recordedContainers(): Promise<string[]> {
+    try {
+      const names = await fs.readdir(this.recordsDir);
+      return names
+        .filter((f) => f.endsWith('.json'))
+        .map((f) => f.slice(0, -'.json'.length))
+        .sort();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw new Error(`list container records in ${this.recordsDir}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
   }
 
   /**
@@ -78,7 +87,7 @@ export class SharedFs {
     return {
       driver: 'virtio-fs',
       driverOptions: [],
-      source: KATA_SHARED_TAG,
+      source: SHARED_FS_TAG,
       fstype: 'virtiofs',
       options: ['nodev'],
       mountPoint: GUEST_SHARED_DIR,
@@ -86,30 +95,13 @@ export class SharedFs {
   }
 
   /**
-   * Releases every container recorded under the sandbox (bundle rootfs mounts live outside the sandbox dir), then
-   * unmounts everything under <root>/<sid> deepest first (lazy detach as last resort) and removes the dir.
+   * Unmounts everything under <root>/<sid> deepest first (lazy detach as last resort) and removes the dir.
+   * Containers are not released here: while a container record is left (its bundle rootfs is mounted outside
+   * the sandbox dir) the dir is kept, so cleanupSandboxShare can still release it, and an error says so.
    * Idempotent; needs only the sandbox id, so it works after a crash.
    */
   async cleanup(): Promise<void> {
     const errors: string[] = [];
-    let records: string[] = [];
-    try {
-      records = (await fs.readdir(this.recordsDir)).filter((f) => f.endsWith('.json'));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') errors.push(String(err));
-    }
-    if (records.length > 0) {
-      // Imported lazily: container.ts imports this module.
-      const { releaseContainer } = await import('./container.js');
-      for (const f of records) {
-        const cid = f.slice(0, -'.json'.length);
-        try {
-          await releaseContainer(this, cid);
-        } catch (err) {
-          errors.push(err instanceof Error ? err.message : String(err));
-        }
-      }
-    }
     try {
       const lazy = unmountTree(this.sandboxDir);
       if (lazy.length > 0) this.log.warn({ mounts: lazy }, 'busy mounts were lazily detached');
@@ -118,7 +110,15 @@ export class SharedFs {
     }
     // Never delete through a mount: that would delete the host files shared into the sandbox.
     const left = mountsUnder(this.sandboxDir);
-    if (left.length === 0) {
+    const records = await this.recordedContainers().catch((err: unknown) => {
+      errors.push(err instanceof Error ? err.message : String(err));
+      return [];
+    });
+    if (records.length > 0) {
+      errors.push(
+        `not removing ${this.sandboxDir}: containers ${records.join(', ')} are not released (their records are kept)`,
+      );
+    } else if (left.length === 0) {
       await fs.rm(this.sandboxDir, { recursive: true, force: true }).catch((err: unknown) => {
         errors.push(`remove ${this.sandboxDir}: ${err instanceof Error ? err.message : String(err)}`);
       });

@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { GUEST_SHARED_DIR } from './share-fs.js';
+import { GUEST_SHARED_DIR } from '../contract/index.js';
 import type { OciMount } from './types.js';
 
 /** What to do with one spec mount. */

@@ -1,5 +1,6 @@
 // OCI runtime-spec JSON (what containerd writes to config.json and sends in Exec/Update) → Kata's grpc.Spec
-// messages (with the agent side's converters), and the host-only parts of a spec the guest must not see.
+// messages, with the agent side's converters so both directions agree. The spec type is the one in
+// protocols/oci-spec-types.ts; what of a host spec reaches the guest is decided in resource/guest-spec.ts.
 import { create } from '@bufbuild/protobuf';
 import {
   type LinuxResources,
@@ -7,47 +8,12 @@ import {
   type Process,
   type Spec,
 } from '../protocols/gen/oci_pb.js';
-import { processToGrpc, resourcesToGrpc, specToGrpc } from '../protocols/oci-spec.js';
+import { processToGrpc, resourcesToGrpc, specToGrpc } from '../protocols/oci-spec-to-grpc.js';
+import type { OciProcess, OciResources, OciSpec } from '../protocols/oci-spec-types.js';
 
-/** The parts of an OCI spec the runtime reads; everything else is passed through untyped. */
-export interface OciSpec {
-  ociVersion?: string;
-  hostname?: string;
-  annotations?: Record<string, string>;
-  root?: { path: string; readonly?: boolean };
-  process?: OciProcess;
-  mounts?: { destination: string; type?: string; source?: string; options?: string[] }[];
-  linux?: {
-    resources?: OciResources;
-    namespaces?: { type: string; path?: string }[];
-    cgroupsPath?: string;
-    seccomp?: unknown;
-    [k: string]: unknown;
-  };
-  [k: string]: unknown;
-}
-
-export interface OciProcess {
-  terminal?: boolean;
-  args?: string[];
-  env?: string[];
-  cwd?: string;
-  user?: { uid?: number; gid?: number; additionalGids?: number[]; username?: string };
-  consoleSize?: { height: number; width: number };
-  [k: string]: unknown;
-}
-
-export interface OciResources {
-  memory?: { limit?: number; reservation?: number; swap?: number };
-  cpu?: { shares?: number; quota?: number; period?: number; cpus?: string; mems?: string };
-  pids?: { limit?: number };
-  [k: string]: unknown;
-}
-
-// The agent helper's converters, so both directions (here JSON → grpc, in the guest grpc → JSON) agree.
-type ProtoSpec = Parameters<typeof specToGrpc>[0];
-type ProtoProcess = Parameters<typeof processToGrpc>[0];
-type ProtoResources = Parameters<typeof resourcesToGrpc>[0];
+export type { OciProcess, OciResources, OciSpec } from '../protocols/oci-spec-types.js';
+/** Kept here for the runtime's callers; the rules live in resource/guest-spec.ts. */
+export { sanitizeForGuest } from '../resource/guest-spec.js';
 
 function convert<T>(what: string, fn: () => T): T {
   try {
@@ -58,34 +24,17 @@ function convert<T>(what: string, fn: () => T): T {
 }
 
 export function toGrpcSpec(spec: OciSpec): Spec {
-  return convert('spec', () => specToGrpc({ ociVersion: '', ...spec } as unknown as ProtoSpec));
+  return convert('spec', () => specToGrpc(spec));
 }
 
 export function toGrpcProcess(process: OciProcess): Process {
-  return convert('process', () => processToGrpc(process as unknown as ProtoProcess));
+  return convert('process', () => processToGrpc(process));
 }
 
 export function toGrpcResources(resources: OciResources): LinuxResources {
-  return convert('resources', () => resourcesToGrpc(resources as unknown as ProtoResources));
+  return convert('resources', () => resourcesToGrpc(resources));
 }
 
 export function emptyResources(): LinuxResources {
   return create(LinuxResourcesSchema);
-}
-
-/**
- * Host-only parts of a spec that make no sense in the guest: namespace paths (host netns, ...) and, when the
- * configuration says so, seccomp.
- */
-export function sanitizeForGuest(spec: OciSpec, opts: { disableGuestSeccomp: boolean }): OciSpec {
-  const out: OciSpec = structuredClone(spec);
-  if (out.linux) {
-    if (out.linux.namespaces) {
-      out.linux.namespaces = out.linux.namespaces
-        .filter((ns) => ns.type !== 'network')
-        .map((ns) => ({ type: ns.type }));
-    }
-    if (opts.disableGuestSeccomp) out.linux.seccomp = undefined;
-  }
-  return out;
 }

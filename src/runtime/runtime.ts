@@ -80,9 +80,12 @@ export class Runtime {
     } catch (e) {
       throw withContext(e, 'loading the Kata configuration');
     }
-    const limit = req.spec.linux?.resources?.memory?.limit ?? 0;
+    // Number(): the spec's integers may be bigints (exact int64); sizing needs only doubles.
+    const limit = Number(req.spec.linux?.resources?.memory?.limit ?? 0);
     const cpu = req.spec.linux?.resources?.cpu;
-    const cpus = cpu?.quota && cpu.quota > 0 && cpu.period ? cpu.quota / cpu.period : 0;
+    const quota = Number(cpu?.quota ?? 0);
+    const period = Number(cpu?.period ?? 0);
+    const cpus = quota > 0 && period ? quota / period : 0;
     this.starting = Sandbox.start({
       id: this.o.sandboxId,
       namespace: this.o.namespace,

@@ -3,7 +3,13 @@
 import { applyAnnotations, loadConfiguration } from '../config/index.js';
 import { cleanupDeadVm, createHypervisor, processIdentity, terminateProcess } from '../hypervisor/index.js';
 import { loadSandboxState, removeSandboxState, saveSandboxState } from '../persist/index.js';
-import { SandboxCgroup, SharedFs, prepareContainer, releaseContainer } from '../resource/index.js';
+import {
+  SandboxCgroup,
+  SharedFs,
+  cleanupSandboxShare,
+  prepareContainer,
+  releaseContainer,
+} from '../resource/index.js';
 import { connectAgent } from './agent.js';
 import type { CleanupDeps, PersistedSandbox, RuntimeDeps, SharedFsHandle } from './deps.js';
 
@@ -15,7 +21,8 @@ function sharedFs(sandboxId: string): SharedFsHandle {
     guestStorage: () => sfs.guestStorage(),
     prepareContainer: (cid, opts) => prepareContainer(sfs, cid, opts),
     releaseContainer: (cid, opts) => releaseContainer(sfs, cid, opts),
-    cleanup: () => sfs.cleanup(),
+    // Containers a crash or a failed stop left behind are released first (SharedFs cleans only the share).
+    cleanup: () => cleanupSandboxShare(sfs),
   };
 }
 

@@ -1,5 +1,8 @@
 // The command line containerd gives a shim v2 binary, parsed like Go's `flag` package does
 // (`-name value`, `-name=value`, `--name value`, booleans without a value; parsing stops at the action).
+// Ids are checked here, at the edge, with the contract's grammar: an id the shim accepts is one every layer
+// below (resource, persist, agent) accepts.
+import { type IdKind, idProblem } from '../contract/index.js';
 
 export interface ShimArgs {
   namespace: string;
@@ -14,7 +17,8 @@ export interface ShimArgs {
   action: string;
 }
 
-const STRING_FLAGS: Record<string, keyof ShimArgs> = {
+type StringFlag = 'namespace' | 'id' | 'address' | 'publishBinary' | 'bundle' | 'socket';
+const STRING_FLAGS: Record<string, StringFlag> = {
   namespace: 'namespace',
   id: 'id',
   address: 'address',
@@ -67,20 +71,34 @@ export function parseArgs(argv: readonly string[]): ShimArgs {
       if (i + 1 >= argv.length) throw new ArgsError(`flag needs an argument: -${name}`);
       value = argv[++i]!;
     }
-    (args as unknown as Record<string, string>)[key] = value;
+    args[key] = value;
   }
   args.action = argv[i] ?? '';
   return args;
 }
 
-/** Ids containerd accepts (and that are safe in paths): letters, digits, and `_.-`, not starting with one of those. */
-const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/;
-
 export function validateArgs(args: ShimArgs, needBundle: boolean): void {
   const missing = (['id', 'namespace'] as const).filter((k) => !args[k]);
   if (missing.length)
     throw new ArgsError(`missing required flag(s): ${missing.map((m) => `-${m}`).join(', ')}`);
-  if (!ID_RE.test(args.id)) throw new ArgsError(`invalid id ${JSON.stringify(args.id)}`);
-  if (!ID_RE.test(args.namespace)) throw new ArgsError(`invalid namespace ${JSON.stringify(args.namespace)}`);
+  // `start` and `delete` get a container's id; the daemon gets its group's, the sandbox id.
+  const kind: IdKind = args.action === '' ? 'sandbox' : 'container';
+  const idBad = idProblem(args.id);
+  if (idBad) throw new ArgsError(`invalid id ${JSON.stringify(args.id)} (-id, the ${kind} id): ${idBad}`);
+  // containerd's namespaces follow the same identifier grammar.
+  const nsBad = idProblem(args.namespace);
+  if (nsBad)
+    throw new ArgsError(`invalid namespace ${JSON.stringify(args.namespace)} (-namespace): ${nsBad}`);
   if (needBundle && !args.bundle) throw new ArgsError('missing required flag -bundle');
+}
+
+/**
+ * The ids of a Task request (Create: container; Exec: container and exec), checked with the same grammar.
+ * Throws ArgsError (answered InvalidArgument) naming the id, its kind and the problem.
+ */
+export function checkRequestIds(ids: Partial<Record<IdKind, string>>): void {
+  for (const [kind, id] of Object.entries(ids)) {
+    const problem = idProblem(id);
+    if (problem) throw new ArgsError(`invalid ${kind} id ${JSON.stringify(id)}: ${problem}`);
+  }
 }

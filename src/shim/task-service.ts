@@ -27,6 +27,7 @@ import { metricsAny } from '../runtime/metrics.js';
 import type { OciProcess, OciResources, OciSpec } from '../runtime/oci.js';
 import type { ContainerProcess, ExitInfo } from '../runtime/process.js';
 import { Runtime } from '../runtime/runtime.js';
+import { checkRequestIds } from './args.js';
 import { type Publisher, TOPICS } from './events.js';
 
 const KIND_CODES: Record<ErrorKind, Code> = {
@@ -162,6 +163,7 @@ export function createTaskService(o: TaskServiceOptions): TaskServiceHandle {
   const impl: ServiceImpl<typeof Task> = {
     create: (r) =>
       rpc('Create', { id: r.id }, async () => {
+        checkRequestIds({ container: r.id });
         if (r.checkpoint || r.parentCheckpoint)
           throw new RuntimeError('Unimplemented', 'checkpoint/restore is not supported');
         const spec = readBundleSpec(r.bundle);
@@ -221,6 +223,7 @@ export function createTaskService(o: TaskServiceOptions): TaskServiceHandle {
 
     exec: (r) =>
       rpc('Exec', { id: r.id, exec_id: r.execId }, () => {
+        checkRequestIds({ container: r.id, exec: r.execId });
         const spec = jsonAny<OciProcess>(r.spec, `the process spec of exec ${r.execId}`);
         runtime.sandbox().exec(r.id, r.execId, spec, {
           stdin: r.stdin,

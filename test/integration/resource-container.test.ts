@@ -8,6 +8,7 @@ import {
   type OciSpec,
   type RootfsMount,
   SharedFs,
+  cleanupSandboxShare,
   prepareContainer,
   releaseContainer,
 } from '../../src/resource/index.js';
@@ -97,7 +98,7 @@ describe('prepareContainer / releaseContainer', () => {
     await f.sfs.setup();
   });
   afterEach(async () => {
-    await f.sfs.cleanup();
+    await cleanupSandboxShare(f.sfs);
     expect(mountsIn(f.dir)).toEqual([]);
     expect(fs.existsSync(f.sfs.sandboxDir)).toBe(false);
   });
@@ -219,7 +220,22 @@ describe('prepareContainer / releaseContainer', () => {
     await expect(
       prepareContainer(f.sfs, 'c7', { bundle: f.bundle, rootfs: [f.overlay], spec: specFor(f) }),
     ).rejects.toThrow(/c7 .*already prepared/);
-    // cleanup() alone (afterEach) must release the prepared container, bundle rootfs included.
+    // cleanupSandboxShare alone (afterEach) must release the prepared container, bundle rootfs included.
+  });
+
+  it('SharedFs.cleanup leaves unreleased containers to cleanupSandboxShare, keeping their records', async () => {
+    await prepareContainer(f.sfs, 'c8', { bundle: f.bundle, rootfs: [f.overlay], spec: specFor(f) });
+    expect(await f.sfs.recordedContainers()).toEqual(['c8']);
+    // A restarted shim knows only the sandbox id.
+    const again = new SharedFs(f.sfs.sandboxId, { root: f.sfs.root });
+    await expect(again.cleanup()).rejects.toThrow(
+      /containers c8 are not released \(their records are kept\)/,
+    );
+    expect(await again.recordedContainers()).toEqual(['c8']);
+    expect(mountsIn(path.join(f.bundle, 'rootfs'))).toHaveLength(1);
+    await cleanupSandboxShare(again);
+    expect(mountsIn(f.dir)).toEqual([]);
+    expect(fs.existsSync(f.sfs.sandboxDir)).toBe(false);
   });
 });
 
@@ -259,7 +275,7 @@ describe('propagation into a virtiofsd-style slave mount namespace', () => {
       expect(inNs(`grep -c ' ${f.sfs.hostSharedDir}/' /proc/self/mountinfo || true`)).toBe('0\n');
     } finally {
       child?.kill('SIGKILL');
-      await f.sfs.cleanup();
+      await cleanupSandboxShare(f.sfs);
     }
   });
 });

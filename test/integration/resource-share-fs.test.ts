@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { GUEST_SHARED_DIR, KATA_SHARED_TAG, SharedFs } from '../../src/resource/index.js';
+import { GUEST_SHARED_DIR, SHARED_FS_TAG } from '../../src/contract/index.js';
+import { SharedFs } from '../../src/resource/index.js';
 import { bindMount, readMountInfo, unmountTree } from '../../src/resource/mount.js';
 
 const tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'kata-sfs-')));
@@ -24,7 +25,7 @@ describe('SharedFs', () => {
     expect(m[0]!.optional.some((o) => o.startsWith('shared:'))).toBe(true);
     expect(sfs.guestStorage()).toMatchObject({
       driver: 'virtio-fs',
-      source: KATA_SHARED_TAG,
+      source: SHARED_FS_TAG,
       fstype: 'virtiofs',
       mountPoint: GUEST_SHARED_DIR,
     });

@@ -8,6 +8,7 @@ import {
   buildGuestSpec,
   guestMount,
   planMount,
+  sanitizeForGuest,
 } from '../../src/resource/index.js';
 import {
   MS_BIND,
@@ -17,6 +18,7 @@ import {
   MS_SLAVE,
   parseMountOptions,
 } from '../../src/resource/mount.js';
+import { sanitizeForGuest as runtimeSanitize } from '../../src/runtime/oci.js';
 
 const tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'kata-spec-')));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -108,6 +110,91 @@ describe('buildGuestSpec', () => {
       mounts: [],
       linux: { namespaces: [], cgroupsPath: '/kata/c1' },
     });
+  });
+});
+
+describe('what of a host spec reaches the guest (one rule set: resource/guest-spec.ts)', () => {
+  /** A CRI-style host spec with every host-only part either old rule set removed. */
+  const host = (): OciSpec =>
+    ({
+      ociVersion: '1.1.0',
+      hostname: 'pod',
+      domainname: 'example.org',
+      root: { path: 'rootfs' },
+      process: {
+        args: ['sh'],
+        cwd: '/',
+        user: { uid: 0, gid: 0 },
+        apparmorProfile: 'cri-containerd.apparmor.d',
+        selinuxLabel: 'system_u:system_r:container_t:s0',
+      },
+      hooks: {
+        prestart: [{ path: '/usr/bin/host-hook' }],
+        createRuntime: [{ path: '/usr/bin/nvidia-ctk' }],
+        poststop: [{ path: '/usr/bin/host-hook' }],
+        startContainer: [{ path: '/bin/true' }],
+      },
+      linux: {
+        cgroupsPath: 'kubepods-besteffort-pod1.slice:cri-containerd:c1',
+        namespaces: [
+          { type: 'pid' },
+          { type: 'ipc', path: '/proc/42/ns/ipc' },
+          { type: 'uts', path: '/proc/42/ns/uts' },
+          { type: 'mount' },
+          { type: 'network', path: '/var/run/netns/cni-1' },
+          { type: 'time' },
+          { type: 'cgroup' },
+        ],
+        mountLabel: 'system_u:object_r:container_file_t',
+        seccomp: {
+          defaultAction: 'SCMP_ACT_ERRNO',
+          syscalls: [{ names: ['read'], action: 'SCMP_ACT_ALLOW' }],
+        },
+        maskedPaths: ['/proc/kcore'],
+      },
+    }) as OciSpec & { domainname: string };
+
+  it('keeps only startContainer hooks, drops LSM labels, host namespaces and their paths, moves cgroups', () => {
+    const spec = host();
+    const g = buildGuestSpec(spec, 'c1', [{ destination: '/proc', type: 'proc', source: 'proc' }]);
+    expect(g.hooks).toEqual({ startContainer: [{ path: '/bin/true' }] });
+    expect(g.process).toEqual({ args: ['sh'], cwd: '/', user: { uid: 0, gid: 0 } });
+    expect(g.linux?.mountLabel).toBeUndefined();
+    expect(g.linux?.namespaces).toEqual([
+      { type: 'pid' },
+      { type: 'ipc' },
+      { type: 'uts' },
+      { type: 'mount' },
+      { type: 'cgroup' },
+    ]);
+    expect(g.linux?.cgroupsPath).toBe('/kata/c1');
+    expect(g.linux?.maskedPaths).toEqual(['/proc/kcore']);
+    expect(g.root).toEqual({ path: `${GUEST_SHARED_DIR}/c1/rootfs`, readonly: false });
+    expect(g.mounts).toEqual([{ destination: '/proc', type: 'proc', source: 'proc' }]);
+    // Fields kata-ts does not type pass through (grpc.Spec drops what it cannot carry).
+    expect((g as { domainname?: string }).domainname).toBe('example.org');
+    expect(spec).toEqual(host());
+  });
+
+  it('keeps seccomp unless disable_guest_seccomp says otherwise', () => {
+    expect(buildGuestSpec(host(), 'c1', []).linux?.seccomp).toEqual(host().linux?.seccomp);
+    const g = buildGuestSpec(host(), 'c1', [], { disableGuestSeccomp: true });
+    expect(g.linux?.seccomp).toBeUndefined();
+    expect(g.linux && 'seccomp' in g.linux).toBe(false);
+    expect(sanitizeForGuest(host(), { disableGuestSeccomp: true }).linux?.seccomp).toBeUndefined();
+  });
+
+  it('is idempotent, and the runtime applies the same rules', () => {
+    for (const disableGuestSeccomp of [false, true]) {
+      const g = buildGuestSpec(host(), 'c1', [], { disableGuestSeccomp });
+      expect(sanitizeForGuest(g, { disableGuestSeccomp })).toEqual(g);
+      expect(runtimeSanitize(g, { disableGuestSeccomp })).toEqual(g);
+    }
+    expect(runtimeSanitize).toBe(sanitizeForGuest);
+    // sanitizeForGuest leaves paths to buildGuestSpec.
+    const s = sanitizeForGuest(host());
+    expect(s.root).toEqual({ path: 'rootfs' });
+    expect(s.linux?.cgroupsPath).toBe('kubepods-besteffort-pod1.slice:cri-containerd:c1');
   });
 });
 

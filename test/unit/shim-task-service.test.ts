@@ -408,20 +408,22 @@ describe('Task service over the fake agent', () => {
     env.agent.killAll();
   });
 
-  it('answers a kill racing the death of the VM with NotFound "process already finished"', async () => {
+  it('answers a kill racing the stop of the sandbox with NotFound "process already finished"', async () => {
     await createAndStart('sb1', ['sh', '-c', 'sleep 30']);
-    // The VM dies while DestroySandbox is pending: the process is not marked exited yet, the VM is gone.
+    // The sandbox stops (Shutdown now) while DestroySandbox is pending: the process is not marked exited yet,
+    // and the VM is going. (A VM that dies on its own marks its processes exited at once: the test above.)
     let release!: () => void;
     const pending = new Promise<void>((r) => {
       release = r;
     });
     env.agent.holdDestroy = pending;
-    env.hypervisors[0]!.crash();
+    const shutdown = task.shutdown({ id: 'sb1', now: true });
     await new Promise((r) => setTimeout(r, 20));
     const err = await task.kill({ id: 'sb1', signal: 15 }).catch((e) => e);
     expect(err).toMatchObject({ code: Code.NotFound });
     expect(err.message).toMatch(/process already finished \(the VM of sandbox sb1 is stopping\)/);
     release();
+    await shutdown;
     expect((await task.wait({ id: 'sb1' })).exitStatus).toBe(255);
     env.agent.killAll();
   });

@@ -2,6 +2,7 @@
 // guest cid, which paths are block devices) is decided by the caller, so this is easy to test.
 import path from 'node:path';
 import type { QemuConfig } from '../../config/types.js';
+import { AGENT_SERIAL_PORT_NAME } from '../../contract/index.js';
 import { SCSI_CONTROLLER_ID, blockDeviceProps, blockdevOptions, deviceArg, flattenOpts } from './block.js';
 
 /** Files QEMU and virtiofsd create in the per-sandbox run dir (/run/vc/vm/<sandbox-id>/). */
@@ -224,7 +225,7 @@ export function buildQemuCmdline(spec: QemuLaunchSpec): QemuCommandLine {
   if (spec.agent.kind === 'virtio-serial') {
     add('-device', 'virtio-serial-pci,id=serial0');
     add('-chardev', `socket,id=charch0,path=${spec.agent.socketPath},server=on,wait=off`);
-    add('-device', 'virtserialport,bus=serial0.0,chardev=charch0,id=channel0,name=agent.channel.0');
+    add('-device', `virtserialport,bus=serial0.0,chardev=charch0,id=channel0,name=${AGENT_SERIAL_PORT_NAME}`);
   } else {
     add('-device', `vhost-vsock-pci,id=vsock-${spec.agent.cid},guest-cid=${spec.agent.cid}`);
   }
