@@ -30,7 +30,13 @@ export interface SharedFsHandle {
   guestStorage(): MessageInitShape<typeof StorageSchema>;
   prepareContainer(
     containerId: string,
-    opts: { bundle: string; rootfs: RootfsMount[]; spec: OciSpec; readonlyRootfs?: boolean },
+    opts: {
+      bundle: string;
+      rootfs: RootfsMount[];
+      spec: OciSpec;
+      readonlyRootfs?: boolean;
+      disableGuestSeccomp?: boolean;
+    },
   ): Promise<PreparedContainer>;
   releaseContainer(containerId: string, opts: { bundle: string; rootfsMounted: boolean }): Promise<void>;
   cleanup(): Promise<void>;

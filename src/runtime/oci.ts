@@ -13,7 +13,6 @@ import type { OciProcess, OciResources, OciSpec } from '../protocols/oci-spec-ty
 
 export type { OciProcess, OciResources, OciSpec } from '../protocols/oci-spec-types.js';
 /** Kept here for the runtime's callers; the rules live in resource/guest-spec.ts. */
-export { sanitizeForGuest } from '../resource/guest-spec.js';
 
 function convert<T>(what: string, fn: () => T): T {
   try {

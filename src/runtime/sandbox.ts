@@ -16,7 +16,7 @@ import type {
 } from './deps.js';
 import { RuntimeError, alreadyExists, attempts, errorMessage, notFound, withContext } from './errors.js';
 import type { StdioPaths } from './io.js';
-import { type OciProcess, type OciResources, type OciSpec, sanitizeForGuest, toGrpcSpec } from './oci.js';
+import { type OciProcess, type OciResources, type OciSpec, toGrpcSpec } from './oci.js';
 import { type ContainerProcess, type ExitInfo, UNKNOWN_EXIT_STATUS } from './process.js';
 import { StateWriter, sandboxSnapshot } from './sandbox-state.js';
 import { describeVmExit, guestConsoleTail, sandboxRunDir, sandboxVmConfig } from './vm-config.js';
@@ -216,12 +216,11 @@ export class Sandbox {
         rootfs: req.rootfs,
         spec: req.spec,
         readonlyRootfs: req.spec.root?.readonly,
+        disableGuestSeccomp: this.config.runtime.disable_guest_seccomp,
       });
       c.rootfsMounted = true;
       await this.persistNow('running');
-      const guestSpec = sanitizeForGuest(prepared.guestSpec, {
-        disableGuestSeccomp: this.config.runtime.disable_guest_seccomp,
-      });
+      const guestSpec = prepared.guestSpec;
       const timeoutMs = (this.config.agent.create_container_timeout || 60) * 1000;
       await agent.createContainer(
         {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { sanitizeForGuest, toGrpcProcess, toGrpcResources, toGrpcSpec } from '../../src/runtime/oci.js';
+import { sanitizeForGuest } from '../../src/resource/guest-spec.js';
+import { toGrpcProcess, toGrpcResources, toGrpcSpec } from '../../src/runtime/oci.js';
 
 describe('OCI JSON → grpc.Spec', () => {
   const spec = {
