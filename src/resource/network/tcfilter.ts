@@ -67,7 +67,7 @@ export async function removeQuietly(run: () => Promise<unknown>): Promise<Error 
   } catch (e) {
     if (
       isNoSuchDevice(e) ||
-      /Cannot find|Invalid handle|No such file|Cannot delete qdisc with handle of zero|Filter with specified priority\/protocol not found/i.test(
+      /Cannot find|Parent Qdisc doesn't exist|Invalid handle|No such file|Cannot delete qdisc with handle of zero|Filter with specified priority\/protocol not found/i.test(
         String((e as Error).message),
       )
     )
