@@ -37,7 +37,21 @@ function startQemu(sock: string, extra: string[] = [], extraFds: number[] = []):
   ]);
   const p = spawn(
     QEMU,
-    ['-machine', 'q35', '-accel', 'tcg', '-nodefaults', '-nographic', '-S', '-global', 'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off', '-qmp', `unix:${sock},server=on,wait=off`, ...ports, ...extra],
+    [
+      '-machine',
+      'q35',
+      '-accel',
+      'tcg',
+      '-nodefaults',
+      '-nographic',
+      '-S',
+      '-global',
+      'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off',
+      '-qmp',
+      `unix:${sock},server=on,wait=off`,
+      ...ports,
+      ...extra,
+    ],
     { stdio: ['ignore', 'ignore', 'pipe', ...extraFds] },
   );
   procs.push(p);
@@ -78,7 +92,13 @@ describe.skipIf(!isRoot || !fs.existsSync(QEMU))('QEMU NIC over a tap fd from a 
     try {
       const tap = await openTapInNetns(pod.path, 'tap0_kata');
       const sink = new QmpNicHotplug(qmp, sendFds, rootPorts(['rp0', 'rp1']), log);
-      await sink.attachNic({ id: 'net0', mac: '02:11:22:33:44:55', queues: 1, tapFds: tap.fds, vhostFds: [] });
+      await sink.attachNic({
+        id: 'net0',
+        mac: '02:11:22:33:44:55',
+        queues: 1,
+        tapFds: tap.fds,
+        vhostFds: [],
+      });
       // our fd is closed by the sink: only QEMU's copy keeps the tap alive
       expect(tapExists(pod.name)).toBe(true);
       expect(await nicOnPort(qmp, 'net0')).toBe(true);

@@ -4,8 +4,8 @@ import fs from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { logger } from '../../src/common/log.js';
 import {
-  type NetworkRecord,
   NetworkError,
+  type NetworkRecord,
   cleanupNetworkLeftovers,
   createEndpoints,
   emptyRecord,
@@ -30,7 +30,18 @@ function podWithPeer() {
   nets.exec(pod.name, ['ip', 'addr', 'add', 'fd00:77::2/64', 'dev', 'eth0', 'nodad']);
   nets.exec(pod.name, ['ip', 'route', 'add', 'default', 'via', '10.77.0.1']);
   nets.exec(pod.name, ['ip', '-6', 'route', 'add', 'default', 'via', 'fd00:77::1', 'dev', 'eth0']);
-  nets.exec(pod.name, ['ip', 'neigh', 'add', '10.77.0.9', 'lladdr', '02:00:00:00:00:09', 'dev', 'eth0', 'nud', 'permanent']);
+  nets.exec(pod.name, [
+    'ip',
+    'neigh',
+    'add',
+    '10.77.0.9',
+    'lladdr',
+    '02:00:00:00:00:09',
+    'dev',
+    'eth0',
+    'nud',
+    'permanent',
+  ]);
   nets.exec(peer.name, ['ip', 'link', 'set', 'peer0', 'mtu', '1450', 'up']);
   nets.exec(peer.name, ['ip', 'addr', 'add', '10.77.0.1/24', 'dev', 'peer0']);
   return { pod, peer };
@@ -49,7 +60,10 @@ describe.skipIf(!isRoot)('network tcfilter in a test netns', () => {
       { family: 4, address: '10.77.0.2', prefixLength: 24 },
       { family: 6, address: 'fd00:77::2', prefixLength: 64 },
     ]);
-    expect(eth0.routes.filter((r) => r.dest === '').map((r) => r.gateway)).toEqual(['10.77.0.1', 'fd00:77::1']);
+    expect(eth0.routes.filter((r) => r.dest === '').map((r) => r.gateway)).toEqual([
+      '10.77.0.1',
+      'fd00:77::1',
+    ]);
     expect(eth0.neighbours).toEqual([
       { family: 4, address: '10.77.0.9', lladdr: '02:00:00:00:00:09', device: 'eth0', state: 0x80 },
     ]);
@@ -68,7 +82,9 @@ describe.skipIf(!isRoot)('network tcfilter in a test netns', () => {
     });
     await ep!.prepare();
     // recorded before the tap was made
-    expect(JSON.parse(persisted[0]!).taps).toEqual([{ peer: 'eth0', tap: 'tap0_kata', peerIngressOurs: true }]);
+    expect(JSON.parse(persisted[0]!).taps).toEqual([
+      { peer: 'eth0', tap: 'tap0_kata', peerIngressOurs: true },
+    ]);
     const tapLink = JSON.parse(nets.exec(pod.name, ['ip', '-j', '-d', 'link', 'show', 'tap0_kata']))[0];
     expect(tapLink.mtu).toBe(1450);
     expect(tapLink.linkinfo.info_data.type).toBe('tap');
@@ -130,12 +146,19 @@ describe.skipIf(!isRoot)('network tcfilter in a test netns', () => {
   });
 
   it('bad input: missing netns, refused MTU — an error naming the interface and step, nothing left', async () => {
-    await expect(scanNetns(netnsCommands('/var/run/netns/kt-does-not-exist'))).rejects.toThrow(/does not exist/);
+    await expect(scanNetns(netnsCommands('/var/run/netns/kt-does-not-exist'))).rejects.toThrow(
+      /does not exist/,
+    );
     const { pod } = podWithPeer();
     const cmds = netnsCommands(pod.path);
     const scan = await scanNetns(cmds);
     const bad = { ...scan.interfaces[0]!, mtu: 70_000 }; // tap max MTU is 65521
-    const [ep] = createEndpoints([bad], 'tcfilter', { cmds, log, record: emptyRecord(pod.path), persist: async () => {} });
+    const [ep] = createEndpoints([bad], 'tcfilter', {
+      cmds,
+      log,
+      record: emptyRecord(pod.path),
+      persist: async () => {},
+    });
     const err = await ep!.prepare().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NetworkError);
     expect(String(err)).toMatch(/set MTU 70000.*tap0_kata/);
