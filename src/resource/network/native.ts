@@ -38,8 +38,9 @@ function libc(): SockLibc {
   if (libcCache) return libcCache;
   const k = koffi();
   const lib = k.load('libc.so.6');
-  const iovec = k.struct('kt_net_iovec', { base: 'void *', len: 'size_t' });
-  k.struct('kt_net_msghdr', {
+  // Anonymous types: a named koffi type is process-global, and this module may be evaluated twice (tests).
+  const iovec = k.struct({ base: 'void *', len: 'size_t' });
+  const msghdr = k.struct({
     name: 'void *',
     namelen: 'uint32',
     iov: k.pointer(iovec),
@@ -48,7 +49,7 @@ function libc(): SockLibc {
     controllen: 'size_t',
     flags: 'int',
   });
-  const sendmsg = lib.func('long sendmsg(int, const kt_net_msghdr *, int)');
+  const sendmsg = lib.func('sendmsg', 'long', ['int', k.pointer(msghdr), 'int']);
   libcCache = {
     socket: lib.func('int socket(int, int, int)'),
     connect: lib.func('int connect(int, const uint8_t *, uint32)'),
