@@ -3,6 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { logger } from '../../src/common/log.js';
+import { createEndpoints, newInterfaces } from '../../src/resource/network/endpoint.js';
 import { IprouteError, type NetnsCommands } from '../../src/resource/network/iproute.js';
 import { tapFlags } from '../../src/resource/network/native.js';
 import {
@@ -242,5 +244,42 @@ describe('tcfilter argv and leftovers', () => {
     const rec = emptyRecord(ns);
     rec.taps.push({ peer: 'eth0', tap: 'tap0_kata', peerIngressOurs: true });
     await expect(cleanupNetworkLeftovers(rec, cmds)).rejects.toThrow(/filter on eth0.*ingress qdisc on eth0/);
+  });
+});
+
+describe('endpoints from a scan', () => {
+  const iface = (name: string, kind: 'veth' | 'tuntap', mac: string) => ({
+    name,
+    index: 1,
+    kind,
+    mac,
+    mtu: 1500,
+    addresses: [],
+    routes: [],
+    neighbours: [],
+  });
+  const opts = {
+    cmds: { netnsPath: '/x', ip: async () => '', tc: async () => '' },
+    log: logger('test'),
+    record: emptyRecord('/x'),
+    persist: async () => {},
+  };
+  it('tcfilter: one per interface; none: only CNI taps; a rescan continues the numbering', () => {
+    const a = iface('eth0', 'veth', '02:00:00:00:00:01');
+    const b = iface('tap9', 'tuntap', '02:00:00:00:00:02');
+    expect(createEndpoints([a, b], 'tcfilter', opts).map((e) => e.id)).toEqual(['net0', 'net1']);
+    expect(createEndpoints([a, b], 'none', opts).map((e) => e.source.name)).toEqual(['tap9']);
+    const first = createEndpoints([a], 'tcfilter', opts);
+    const c = iface('eth1', 'veth', '02:00:00:00:00:03');
+    const late = newInterfaces([a, c], first);
+    expect(late.map((s) => s.name)).toEqual(['eth1']);
+    const more = createEndpoints(late, 'tcfilter', opts, first.length);
+    expect(more.map((e) => e.id)).toEqual(['net1']);
+    expect(more[0]!.guestInterface()).toMatchObject({ name: 'eth1', mac: '02:00:00:00:00:03', mtu: 1500 });
+  });
+  it('attach before prepare is an error naming the interface', async () => {
+    const [e] = createEndpoints([iface('eth0', 'veth', '02:00:00:00:00:01')], 'tcfilter', opts);
+    const sink = { attachNic: async () => {}, detachNic: async () => {} };
+    await expect(e!.attach(sink)).rejects.toThrow(/network attach \(eth0\): endpoint is not prepared/);
   });
 });

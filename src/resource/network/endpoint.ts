@@ -186,20 +186,33 @@ class TapEndpoint implements Endpoint {
 
 /**
  * Endpoints for a scan under a model. tcfilter: every interface gets a tap; none: only taps a CNI made are
- * used (directly); the others are left out and logged.
+ * used (directly); the others are left out and logged. On a rescan (late interfaces, at Start) pass only the
+ * new interfaces (`newInterfaces`) and `firstIndex` = the number of endpoints so far, so ids and tap names
+ * stay unique.
  */
 export function createEndpoints(
   interfaces: readonly ScannedInterface[],
   model: InternetworkingModel,
   o: EndpointOptions,
+  firstIndex = 0,
 ): Endpoint[] {
   const out: Endpoint[] = [];
   for (const s of interfaces) {
-    const id = `net${out.length}`;
+    const i = firstIndex + out.length;
+    const id = `net${i}`;
     if (s.kind === 'tuntap') out.push(new TapEndpoint(id, s, s.name, true, o));
-    else if (model === 'tcfilter') out.push(new TapEndpoint(id, s, tapName(out.length), false, o));
+    else if (model === 'tcfilter') out.push(new TapEndpoint(id, s, tapName(i), false, o));
     else
       o.log.info({ iface: s.name, kind: s.kind }, 'internetworking_model none: interface left out of the VM');
   }
   return out;
+}
+
+/** Interfaces of a rescan that no endpoint covers yet (matched by name and MAC). */
+export function newInterfaces(
+  scanned: readonly ScannedInterface[],
+  existing: readonly Endpoint[],
+): ScannedInterface[] {
+  const known = new Set(existing.map((e) => `${e.source.name}|${e.source.mac}`));
+  return scanned.filter((s) => !known.has(`${s.name}|${s.mac}`));
 }

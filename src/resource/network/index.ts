@@ -9,6 +9,7 @@ export {
   type NicSink,
   type NicSpec,
   createEndpoints,
+  newInterfaces,
   tapName,
 } from './endpoint.js';
 export { type NetworkRecord, type TapRecord, emptyRecord, cleanupNetworkLeftovers } from './record.js';
