@@ -119,3 +119,21 @@ export interface Hypervisor {
   /** Resolves (with a reason) when the VMM exits for any reason, including a failed start; never rejects. */
   readonly exited: Promise<VmExit>;
 }
+
+/** What a hypervisor needs to give the VM one virtio-net NIC. The sink owns the fds it is given. */
+export interface NicSpec {
+  /** QEMU id stem, unique in the VM ("net0") */
+  id: string;
+  mac: string;
+  queues: number;
+  tapFds: number[];
+  /** [] for a plain tap */
+  vhostFds: number[];
+}
+
+/** The hypervisor side an endpoint plugs into: cold-plug collector before boot, or QMP hotplug after. */
+export interface NicSink {
+  /** Takes ownership of spec's fds: closes them when QEMU holds its copies, or on failure. */
+  attachNic(spec: NicSpec): Promise<void>;
+  detachNic(id: string): Promise<void>;
+}

@@ -26,7 +26,8 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   persist: ['common', 'contract'],
   agent: ['common', 'contract', 'protocols'],
   hypervisor: ['common', 'config', 'contract', 'native'],
-  resource: ['common', 'contract', 'native', 'persist', 'protocols'],
+  // resource plugs its endpoints into the hypervisor's device types, as runtime-rs's resource crate does.
+  resource: ['common', 'contract', 'hypervisor', 'native', 'persist', 'protocols'],
   runtime: ['common', 'config', 'contract', 'hypervisor', 'native', 'persist', 'protocols', 'resource'],
   shim: ['common', 'config', 'contract', 'native', 'persist', 'protocols', 'runtime'],
   image: ['common', 'contract', 'native'],

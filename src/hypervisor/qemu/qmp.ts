@@ -52,6 +52,8 @@ export interface QmpConnectOptions {
   /** How long to wait for the greeting and the capabilities handshake. */
   timeoutMs?: number;
   log?: Logger;
+  /** Use this connected socket instead of dialling `path` (e.g. one wrapping an fd that can also pass fds). */
+  socket?: Socket;
 }
 
 export interface QueryStatus {
@@ -123,7 +125,7 @@ export class QmpClient extends EventEmitter {
   /** Connects, reads the greeting and negotiates capabilities. Rejects if the socket cannot be reached. */
   static async connect(path: string, opts: QmpConnectOptions = {}): Promise<QmpClient> {
     const timeoutMs = opts.timeoutMs ?? 10_000;
-    const socket = createConnection({ path });
+    const socket = opts.socket ?? createConnection({ path });
     const client = new QmpClient(socket, path, opts.log);
     const greeting = new Promise<QmpGreeting>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -157,12 +159,30 @@ export class QmpClient extends EventEmitter {
     return client;
   }
 
+  /** Bytes queued in the socket not yet handed to the kernel (a raw sendmsg must wait for 0). */
+  get pendingWriteBytes(): number {
+    return this.socket.writableLength;
+  }
+
   get isClosed(): boolean {
     return this.closed;
   }
 
   /** Sends one command; resolves with its "return" value, rejects with QmpError or QmpConnectionError. */
   execute<T = JsonValue>(command: string, args?: object, opts: { timeoutMs?: number } = {}): Promise<T> {
+    return this.executeWith<T>(command, args, opts);
+  }
+
+  /**
+   * execute, with the caller writing the command line itself when `write` is given (getfd: the line must
+   * travel in the sendmsg that carries the fd). `write` runs synchronously, after the reply is registered.
+   */
+  executeWith<T = JsonValue>(
+    command: string,
+    args?: object,
+    opts: { timeoutMs?: number } = {},
+    write?: (line: Buffer) => void,
+  ): Promise<T> {
     if (this.closed) {
       return Promise.reject(new QmpConnectionError(`QMP ${command}: connection is closed`, command));
     }
@@ -178,7 +198,18 @@ export class QmpClient extends EventEmitter {
       }, timeoutMs);
       this.pending.set(id, p);
       this.log?.debug({ qmp: command, args }, 'qmp execute');
-      this.socket.write(`${JSON.stringify(msg)}\n`);
+      const line = `${JSON.stringify(msg)}\n`;
+      if (!write) {
+        this.socket.write(line);
+        return;
+      }
+      try {
+        write(Buffer.from(line));
+      } catch (e) {
+        clearTimeout(p.timer);
+        this.pending.delete(id);
+        reject(e);
+      }
     });
   }
 
