@@ -10,6 +10,13 @@ import { RuntimeError, errorMessage } from './errors.js';
 
 export type AgentClient = Client<typeof AgentService>;
 
+const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+/**
+ * Calls that wait by design: a process's exit, its output, stdin under back-pressure, the OOM long poll. They end
+ * when the connection drops (the VM died) or the sandbox stops (their AbortSignal); every other call has a deadline.
+ */
+export const UNBOUNDED_AGENT_CALLS = ['waitProcess', 'readStdout', 'readStderr', 'writeStdin', 'getOOMEvent'];
+
 export interface AgentConnection {
   agent: AgentClient;
   close(): void;
@@ -23,6 +30,8 @@ export interface ConnectAgentOptions {
   log: Logger;
   /** Aborted when waiting makes no sense any more (the VMM exited); the reason is in the error. */
   signal?: AbortSignal;
+  /** Deadline of every agent call that sets none (Kata's request_timeout_ms; default 30 s). */
+  requestTimeoutMs?: number;
   /** Opens a raw connection for non-unix endpoints (vsock); injected so this module stays free of FFI. */
   dialVsock?: (cid: number, port: number) => Promise<TtrpcClient>;
 }
@@ -92,7 +101,10 @@ export async function connectAgent(ep: AgentEndpoint, opts: ConnectAgentOptions)
   }
   opts.log.debug({ endpoint: describe(ep) }, 'agent answered Health.Check');
   return {
-    agent: createClient(AgentService, ready),
+    agent: createClient(AgentService, ready, {
+      timeoutMs: opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+      unbounded: UNBOUNDED_AGENT_CALLS,
+    }),
     close: () => ready.close(),
     onClose: (l) => ready.onClose(l),
   };

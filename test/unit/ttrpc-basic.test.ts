@@ -28,3 +28,44 @@ describe('ttrpc unary calls', () => {
     conn.close();
   });
 });
+
+describe('client defaults', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttrpc-defaults-'));
+  const sock = path.join(dir, 's.sock');
+  let server: TtrpcServer | undefined;
+  afterEach(() => server?.close());
+
+  it('gives every call a deadline except the unbounded ones', async () => {
+    let release!: () => void;
+    const hold = new Promise<void>((r) => {
+      release = r;
+    });
+    server = new TtrpcServer().register(Health, {
+      check: async () => {
+        await hold;
+        return { status: 1 };
+      },
+      version: async () => {
+        await hold;
+        return { agentVersion: 'v', grpcVersion: 'g' };
+      },
+    });
+    await server.listen(sock);
+    const conn = await TtrpcClient.connect(sock);
+    const health = createClient(Health, conn, { timeoutMs: 50, unbounded: ['version'] });
+    const started = Date.now();
+    await expect(health.check({ service: 'a' })).rejects.toMatchObject({ code: Code.DeadlineExceeded });
+    expect(Date.now() - started).toBeLessThan(2000);
+    const version = health.version({});
+    const outcome = await Promise.race([
+      version.then(() => 'answered'),
+      new Promise((r) => setTimeout(r, 300, 'waiting')),
+    ]);
+    expect(outcome).toBe('waiting');
+    release();
+    await expect(version).resolves.toMatchObject({ agentVersion: 'v' });
+    // A call's own deadline wins over the default.
+    await expect(health.check({ service: 'a' }, { timeoutMs: 5000 })).resolves.toMatchObject({ status: 1 });
+    conn.close();
+  });
+});

@@ -315,12 +315,29 @@ type UnaryOf<M> = M extends DescMethodUnary<infer I, infer O>
 /** A typed client for a generated service: `client.createContainer({...})`. */
 export type Client<S extends DescService> = { [K in keyof S['method']]: UnaryOf<S['method'][K]> };
 
-export function createClient<S extends DescService>(service: S, conn: TtrpcClient): Client<S> {
+export interface ClientDefaults {
+  /** Deadline for every call that sets none itself. */
+  timeoutMs?: number;
+  /** Methods (local names) that wait by design (long polls, stream reads) and get no default deadline. */
+  unbounded?: readonly string[];
+}
+
+export function createClient<S extends DescService>(
+  service: S,
+  conn: TtrpcClient,
+  defaults: ClientDefaults = {},
+): Client<S> {
   const out: Record<string, unknown> = {};
+  const unbounded = new Set(defaults.unbounded ?? []);
   for (const m of service.methods) {
     if (m.methodKind !== 'unary') continue;
+    const timeoutMs = unbounded.has(m.localName) ? undefined : defaults.timeoutMs;
     out[m.localName] = (req: MessageInitShape<DescMessage>, opts?: CallOptions) =>
-      conn.call(m as DescMethodUnary<DescMessage, DescMessage>, req, opts);
+      conn.call(
+        m as DescMethodUnary<DescMessage, DescMessage>,
+        req,
+        timeoutMs && opts?.timeoutMs === undefined ? { ...opts, timeoutMs } : opts,
+      );
   }
   return out as Client<S>;
 }
