@@ -226,7 +226,7 @@ export function useLeftoverCheck(opts: LeftoverCheckOptions): void {
     const ids = opts.ids?.() ?? [];
     const left = await waitNoLeftovers(ids, { before, timeoutMs: opts.timeoutMs });
     if (left.length) await opts.onLeft?.(left);
-    expect(left, 'left on the host after the test').toEqual([]);
+    expect(left.join('\n'), 'left on the host after the test').toBe('');
   };
   if (opts.per === 'test') {
     beforeEach(take);
