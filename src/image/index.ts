@@ -29,7 +29,13 @@ import {
   writeManifest,
 } from './manifest.js';
 import { GUEST_AGENT_FILE, generatedText, rootfsEntries } from './rootfs.js';
-import { type CpuFeatures, buildAgentSnapshot, findEsbuild, hostCpuFeatures } from './snapshot.js';
+import {
+  type CpuFeatures,
+  buildAgentSnapshot,
+  findEsbuild,
+  hostCpuFeatures,
+  hostSnapshotBlocker,
+} from './snapshot.js';
 import { ImageBuildError, type Progress, run, step } from './steps.js';
 
 export { ImageBuildError } from './steps.js';
@@ -161,8 +167,10 @@ async function build(
       (await run(inputs.crun.source, ['--version'])).stdout.split('\n')[0]!.trim(),
     busybox: (await debianVersion('busybox-static')) || 'unknown',
   }));
-  const snapshotPlanned = opts.snapshot !== false && findEsbuild(root) !== undefined;
-  if (opts.snapshot !== false && !snapshotPlanned)
+  const blocker = opts.snapshot === false ? undefined : hostSnapshotBlocker();
+  const snapshotPlanned = opts.snapshot !== false && !blocker && findEsbuild(root) !== undefined;
+  if (blocker) say(`agent: no snapshot: ${blocker}; the guest loads the bundle (slower start)`);
+  else if (opts.snapshot !== false && !snapshotPlanned)
     say('agent: no esbuild under node_modules: the guest loads the bundle (slower start)');
   const inputsHash = hashInputs({
     builder: BUILDER_VERSION,

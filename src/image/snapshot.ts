@@ -41,6 +41,32 @@ export function hostCpuFeatures(cpuinfo = fs.readFileSync('/proc/cpuinfo', 'utf8
   return { has: V8_CPU_FLAGS.filter((f) => flags.has(f)), lacks: V8_CPU_FLAGS.filter((f) => !flags.has(f)) };
 }
 
+/**
+ * Why no snapshot made on this host could load in a guest, or undefined. V8 also counts CET shadow-stack
+ * support (CPUID leaf 7, ECX bit 7), which Linux 6.1 does not show in /proc/cpuinfo, so the guest's /init
+ * cannot compare it; no TCG guest has it. A host that has it (or whose CPUID cannot be read) gets no snapshot.
+ */
+export function hostSnapshotBlocker(cpuidDev = '/dev/cpu/0/cpuid'): string | undefined {
+  if (process.arch !== 'x64') return undefined;
+  let fd: number;
+  try {
+    fd = fs.openSync(cpuidDev, 'r');
+  } catch (e) {
+    return `cannot read CPUID from ${cpuidDev} (${(e as NodeJS.ErrnoException).code}; modprobe cpuid)`;
+  }
+  try {
+    const regs = Buffer.alloc(16);
+    fs.readSync(fd, regs, 0, 16, 7n); // the file offset is the leaf (subleaf in the high 32 bits)
+    if ((regs.readUInt32LE(8) >> 7) & 1)
+      return 'the build host has CET shadow stacks, which no TCG guest has';
+    return undefined;
+  } catch (e) {
+    return `reading CPUID leaf 7 from ${cpuidDev}: ${(e as Error).message}`;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** Where the agent is in the guest; the snapshot resolves koffi from there at run time. */
 export const GUEST_SNAPSHOT_PATH = '/usr/lib/kata-agent/kata-agent.blob';
 
