@@ -8,7 +8,12 @@ import { logger } from '../common/log.js';
 import { GUEST_KATA_DIR } from '../contract/index.js';
 import type { AgentService } from '../protocols/gen/agent_pb.js';
 import { type Health, HealthCheckResponse_ServingStatus } from '../protocols/gen/health_pb.js';
-import type { CallContext, ServiceImpl } from '../protocols/ttrpc/index.js';
+import {
+  type CallContext,
+  EncodedMessage,
+  type ServiceImpl,
+  encodeBytesMessage,
+} from '../protocols/ttrpc/index.js';
 import { readStats } from './cgroups.js';
 import { copyFile } from './copy-file.js';
 import { Crun } from './crun.js';
@@ -100,11 +105,12 @@ export function createAgentService(opts: AgentServiceOptions = {}): AgentService
     eid: string,
     len: number,
     ctx: CallContext,
-  ): Promise<{ data: Uint8Array }> => {
+  ): Promise<EncodedMessage> => {
     const p: ContainerProcess = sandbox.process(cid, eid);
-    const data = await p.io[which].read(len, ctx.signal);
-    if (data.length === 0) p.afterRead?.();
-    return { data };
+    const parts = await p.io[which].readChunks(len, ctx.signal);
+    if (parts.length === 0) p.afterRead?.();
+    // ReadStreamResponse { bytes data = 1 }, written as the pipe's chunks: no copy of the output in the agent.
+    return new EncodedMessage(encodeBytesMessage(1, parts));
   };
 
   const agent: ServiceImpl<typeof AgentService> = {

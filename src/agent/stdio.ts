@@ -17,11 +17,16 @@ export interface OutputOptions {
    * background child may hold the pipe open forever (upstream uses the same bounded drain).
    */
   exitGraceMs?: number;
+  /**
+   * A waiting read whose size is not reached yet is answered this long after the first byte came, so one
+   * answer carries many pipe chunks instead of one (each answer costs a round trip over the VM's channel).
+   */
+  coalesceMs?: number;
 }
 
 interface Waiter {
   max: number;
-  resolve: (b: Buffer) => void;
+  resolve: (b: Buffer[]) => void;
   reject: (e: Error) => void;
   signal?: AbortSignal;
   onAbort?: () => void;
@@ -35,7 +40,8 @@ export class StreamEofError extends Error {
   }
 }
 
-const DEFAULT_HIGH_WATER = 1 << 20;
+// A few answers of MAX_READ can be on their way to the host at once: buffer that much before pausing.
+const DEFAULT_HIGH_WATER = 4 << 20;
 const DEFAULT_READ = 32 << 10;
 const MAX_READ = 1 << 20;
 
@@ -47,6 +53,8 @@ export class OutputStream {
   private paused = false;
   private exited = false;
   private idleTimer: NodeJS.Timeout | undefined;
+  private coalesceTimer: NodeJS.Timeout | undefined;
+  private readonly coalesceMs: number;
   private readonly waiters: Waiter[] = [];
   private readonly high: number;
   private readonly low: number;
@@ -63,6 +71,7 @@ export class OutputStream {
     this.high = opts.highWater ?? DEFAULT_HIGH_WATER;
     this.low = opts.lowWater ?? Math.floor(this.high / 2);
     this.graceMs = opts.exitGraceMs ?? 500;
+    this.coalesceMs = opts.coalesceMs ?? 1;
     if (!source) {
       this.ended = true; // nothing will ever come (a terminal's stderr)
       return;
@@ -101,6 +110,13 @@ export class OutputStream {
    * through `signal` consumes nothing.
    */
   read(max = DEFAULT_READ, signal?: AbortSignal): Promise<Buffer> {
+    return this.readChunks(max, signal).then((parts) =>
+      parts.length === 1 ? parts[0]! : Buffer.concat(parts),
+    );
+  }
+
+  /** As read(), but the bytes as the pieces they arrived in (no copy); EOF is an empty list. */
+  readChunks(max = DEFAULT_READ, signal?: AbortSignal): Promise<Buffer[]> {
     const n = Math.min(max > 0 ? max : DEFAULT_READ, MAX_READ);
     if (this.waiters.length === 0) {
       if (this.size > 0) return Promise.resolve(this.take(n));
@@ -135,10 +151,10 @@ export class OutputStream {
     this.finish();
   }
 
-  private eof(): Promise<Buffer> {
+  private eof(): Promise<Buffer[]> {
     if (!this.eofReported) {
       this.eofReported = true;
-      return Promise.resolve(Buffer.alloc(0));
+      return Promise.resolve([]);
     }
     return Promise.reject(new StreamEofError());
   }
@@ -147,7 +163,15 @@ export class OutputStream {
     if (c.length === 0) return;
     this.chunks.push(c);
     this.size += c.length;
-    this.serve();
+    const first = this.waiters[0];
+    if (first && this.size < first.max && this.size <= this.high && this.coalesceMs > 0) {
+      this.coalesceTimer ??= setTimeout(() => {
+        this.coalesceTimer = undefined;
+        this.serve();
+      }, this.coalesceMs);
+    } else {
+      this.serve();
+    }
     if (this.size > this.high && !this.paused) {
       this.paused = true;
       this.source?.pause();
@@ -164,40 +188,40 @@ export class OutputStream {
   }
 
   private serve(): void {
+    clearTimeout(this.coalesceTimer);
+    this.coalesceTimer = undefined;
     while (this.waiters.length > 0 && (this.size > 0 || this.ended)) {
       const w = this.waiters.shift()!;
       if (w.onAbort) w.signal?.removeEventListener('abort', w.onAbort);
       if (this.size > 0) w.resolve(this.take(w.max));
       else {
         this.eofReported = true;
-        w.resolve(Buffer.alloc(0));
+        w.resolve([]);
       }
     }
   }
 
-  private take(max: number): Buffer {
-    let out: Buffer;
-    const first = this.chunks[0]!;
-    if (first.length > max) {
-      out = first.subarray(0, max);
-      this.chunks[0] = first.subarray(max);
-    } else {
-      const parts: Buffer[] = [];
-      let n = 0;
-      while (this.chunks.length > 0 && n + this.chunks[0]!.length <= max) {
-        const c = this.chunks.shift()!;
-        parts.push(c);
+  private take(max: number): Buffer[] {
+    const parts: Buffer[] = [];
+    let n = 0;
+    while (this.chunks.length > 0 && n < max) {
+      const c = this.chunks[0]!;
+      if (n + c.length > max) {
+        parts.push(c.subarray(0, max - n));
+        this.chunks[0] = c.subarray(max - n);
+        n = max;
+      } else {
+        parts.push(this.chunks.shift()!);
         n += c.length;
       }
-      out = parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
     }
-    this.size -= out.length;
+    this.size -= n;
     if (this.paused && this.size <= this.low && !this.ended) {
       this.paused = false;
       this.source?.resume();
       this.armIdle();
     }
-    return out;
+    return parts;
   }
 
   private armIdle(): void {

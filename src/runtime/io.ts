@@ -17,6 +17,12 @@ export interface StdioPaths {
 type StreamAgent = Pick<AgentClient, 'readStdout' | 'readStderr' | 'writeStdin' | 'closeStdin'>;
 
 const READ_CHUNK = 64 * 1024;
+// Each ReadStdout/WriteStdin is a round trip over the VM's channel: move up to 1 MiB per call (the agent's
+// largest answer; ttrpc allows 4 MiB) and keep several calls in flight so the channel never idles.
+const READ_SIZE = 1 << 20;
+const READS_IN_FLIGHT = 3;
+const STDIN_BATCH = 1 << 20;
+const STDIN_IN_FLIGHT = 2;
 
 /** Where one output stream goes; write() resolves once the kernel took the bytes (backpressure). */
 interface Sink {
@@ -101,7 +107,11 @@ export class ProcessIo {
   private stderrSink: Sink = nullSink;
   private stdinFd: number | undefined;
   private stdinSock: net.Socket | undefined;
-  private stdinChain: Promise<void> = Promise.resolve();
+  /** Stdin read from the FIFO, not yet sent. */
+  private stdinPending: Buffer[] = [];
+  private stdinPendingBytes = 0;
+  /** WriteStdin calls on their way; sent in order, the agent writes them in order. */
+  private stdinInFlight = new Set<Promise<void>>();
   private stdinClosed = false;
   /** CloseIO arrived before the process started. */
   private closeRequested = false;
@@ -179,10 +189,10 @@ export class ProcessIo {
     this.stdinFinishing ??= (async () => {
       this.stdinClosed = true;
       this.stdinSock?.pause();
-      await this.stdinChain;
       if (this.stdinFd !== undefined) {
-        for (const chunk of this.drainStdinFifo()) await this.forwardStdin(chunk);
+        for (const chunk of this.drainStdinFifo()) this.queueStdin(chunk);
       }
+      await this.flushStdin();
       this.stdinSock?.destroy();
       this.stdinSock = undefined;
       if (this.stdinFd !== undefined && !this.stdinSockOwnsFd) fs.closeSync(this.stdinFd);
@@ -218,13 +228,50 @@ export class ProcessIo {
     sock.on('error', (e) => this.log.warn({ err: e.message }, 'reading the stdin FIFO failed'));
     sock.on('end', () => void this.finishStdin()); // containerd closed the FIFO: EOF for the process
     sock.on('data', (chunk: Buffer) => {
-      sock.pause();
-      this.stdinChain = this.stdinChain
-        .then(() => this.forwardStdin(chunk))
-        .finally(() => {
-          if (!this.stdinClosed && !sock.destroyed) sock.resume();
-        });
+      this.queueStdin(chunk);
+      if (this.stdinPendingBytes >= STDIN_BATCH * STDIN_IN_FLIGHT) sock.pause();
     });
+  }
+
+  private queueStdin(chunk: Buffer): void {
+    this.stdinPending.push(chunk);
+    this.stdinPendingBytes += chunk.length;
+    this.sendStdin();
+  }
+
+  /** Sends what is pending, up to STDIN_IN_FLIGHT calls of up to STDIN_BATCH bytes each. */
+  private sendStdin(): void {
+    while (this.stdinInFlight.size < STDIN_IN_FLIGHT && this.stdinPendingBytes > 0) {
+      const parts: Buffer[] = [];
+      let n = 0;
+      while (this.stdinPending.length > 0 && n < STDIN_BATCH) {
+        let c = this.stdinPending[0]!;
+        if (n + c.length > STDIN_BATCH) {
+          this.stdinPending[0] = c.subarray(STDIN_BATCH - n);
+          c = c.subarray(0, STDIN_BATCH - n);
+        } else {
+          this.stdinPending.shift();
+        }
+        parts.push(c);
+        n += c.length;
+      }
+      this.stdinPendingBytes -= n;
+      const call: Promise<void> = this.forwardStdin(
+        parts.length === 1 ? parts[0]! : Buffer.concat(parts, n),
+      ).finally(() => {
+        this.stdinInFlight.delete(call);
+        const sock = this.stdinSock;
+        if (sock && !this.stdinClosed && !sock.destroyed && this.stdinPendingBytes < STDIN_BATCH)
+          sock.resume();
+        this.sendStdin();
+      });
+      this.stdinInFlight.add(call);
+    }
+  }
+
+  /** Resolves once everything queued so far was handed to the agent (or dropped with the process). */
+  private async flushStdin(): Promise<void> {
+    while (this.stdinInFlight.size > 0) await Promise.all([...this.stdinInFlight]);
   }
 
   /** Non-blocking reads of whatever the FIFO still holds. */
@@ -251,6 +298,10 @@ export class ProcessIo {
       try {
         const res = await this.agent.writeStdin({ containerId: this.containerId, execId: this.execId, data });
         const n = res.len > 0 ? Math.min(res.len, data.length) : data.length;
+        // Kata's agent and ours write everything; a short write from another agent is resent, which could
+        // reorder it with the next call in flight, so say so.
+        if (n < data.length)
+          this.log.warn({ asked: data.length, written: n }, 'agent wrote stdin partly; resending');
         data = data.subarray(n);
       } catch (e) {
         this.log.debug({ err: errorMessage(e) }, 'WriteStdin failed; dropping stdin');
@@ -265,11 +316,19 @@ export class ProcessIo {
     sink: Sink,
   ): Promise<void> {
     let bytes = 0;
+    // Reads are answered in the order they were asked (the agent queues them), so keep a few asked ahead.
+    const ahead: Promise<Uint8Array>[] = [];
+    const ask = () => {
+      const p = read(READ_SIZE).then((r) => r.data);
+      p.catch(() => {}); // the reads asked past the end fail; only the awaited one counts
+      ahead.push(p);
+    };
     try {
+      for (let i = 0; i < READS_IN_FLIGHT; i++) ask();
       for (;;) {
         let data: Uint8Array;
         try {
-          data = (await read(READ_CHUNK)).data;
+          data = await ahead.shift()!;
         } catch (e) {
           // An error also ends the stream (the process or the VM is gone).
           this.log.debug({ stream: name, bytes, end: errorMessage(e) }, 'output stream ended');
@@ -280,6 +339,7 @@ export class ProcessIo {
           this.log.debug({ stream: name, bytes }, 'output stream ended');
           return;
         }
+        ask();
         bytes += data.length;
         await sink.write(data);
       }

@@ -2,6 +2,7 @@
 // containerd for the file, busybox imported from a local OCI tar, every container in its own TCG VM.
 // After every test nothing of the sandbox may be left: no QEMU, virtiofsd or shim process, mount or directory.
 import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -48,6 +49,37 @@ describe('ctr run with io.containerd.kata.v2', () => {
     });
     expect(r.code, explain(r)).toBe(0);
     expect(r.stdout).toBe('hello from the host\ndone\n');
+  });
+
+  it('moves 16 MiB of binary stdout and stdin intact', async () => {
+    const MiB = 1 << 20;
+    const hash = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    // stdout: the guest's random bytes on stdout, their sha256 on stderr.
+    const out = await suite.k.ctrd.ctrBytes(
+      [
+        'run',
+        '--rm',
+        '--runtime',
+        KATA_RUNTIME,
+        suite.k.image,
+        id('stdout16'),
+        'sh',
+        '-c',
+        'dd if=/dev/urandom of=/tmp/d bs=1M count=16 2>/dev/null && sha256sum /tmp/d >&2 && cat /tmp/d',
+      ],
+      { timeoutMs: 180_000 },
+    );
+    expect(out.code, out.stderr.toString()).toBe(0);
+    expect(out.stdout.length).toBe(16 * MiB);
+    expect(out.stderr.toString().split(' ')[0]).toBe(hash(out.stdout));
+    // stdin: the host's random bytes into sha256sum in the guest.
+    const data = randomBytes(16 * MiB);
+    const sum = await suite.k.ctrd.ctrBytes(
+      ['run', '--rm', '--runtime', KATA_RUNTIME, suite.k.image, id('stdin16'), 'sha256sum'],
+      { input: data, timeoutMs: 180_000 },
+    );
+    expect(sum.code, sum.stderr.toString()).toBe(0);
+    expect(sum.stdout.toString().split(' ')[0]).toBe(hash(data));
   });
 
   it('gives a tty with -t', async () => {

@@ -17,6 +17,13 @@ export interface CtrResult {
   stderr: string;
 }
 
+export interface CtrBytesResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: Buffer;
+  stderr: Buffer;
+}
+
 export interface CtrOptions {
   input?: string | Buffer;
   timeoutMs?: number;
@@ -31,6 +38,8 @@ export interface Containerd {
   pid: number;
   /** Runs `ctr --address <sock> -n <ns> ...args` and collects its output (never throws on exit code). */
   ctr(args: string[], opts?: CtrOptions): Promise<CtrResult>;
+  /** Like ctr() but the output stays bytes (binary data). */
+  ctrBytes(args: string[], opts?: CtrOptions): Promise<CtrBytesResult>;
   /** Like ctr() but returns the child, for streaming or tty tests. */
   ctrSpawn(args: string[], opts?: { env?: NodeJS.ProcessEnv }): ChildProcess;
   readLog(): string;
@@ -150,8 +159,8 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   const ctrSpawn = (args: string[], o: { env?: NodeJS.ProcessEnv } = {}) =>
     spawn('ctr', [...base, ...args], { env: { ...process.env, ...o.env }, stdio: ['pipe', 'pipe', 'pipe'] });
 
-  const ctr = (args: string[], o: CtrOptions = {}) =>
-    new Promise<CtrResult>((resolve) => {
+  const ctrBytes = (args: string[], o: CtrOptions = {}) =>
+    new Promise<CtrBytesResult>((resolve) => {
       const c = ctrSpawn(args, { env: o.env });
       const out: Buffer[] = [];
       const err: Buffer[] = [];
@@ -163,14 +172,13 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
       else c.stdin?.end();
       c.once('close', (code, signal) => {
         clearTimeout(timer);
-        resolve({
-          code,
-          signal,
-          stdout: Buffer.concat(out).toString(),
-          stderr: Buffer.concat(err).toString(),
-        });
+        resolve({ code, signal, stdout: Buffer.concat(out), stderr: Buffer.concat(err) });
       });
     });
+  const ctr = async (args: string[], o: CtrOptions = {}): Promise<CtrResult> => {
+    const r = await ctrBytes(args, o);
+    return { ...r, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
+  };
 
   let stopped = false;
   return {
@@ -181,6 +189,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
     pid: child.pid!,
     ctr,
     ctrSpawn,
+    ctrBytes,
     readLog: () => fs.readFileSync(logFile, 'utf8'),
     async stop() {
       if (stopped) return;

@@ -10,12 +10,14 @@ import { Duplex } from 'node:stream';
 import { create, toBinary } from '@bufbuild/protobuf';
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { AgentService } from '../../src/protocols/gen/agent_pb.js';
 import { CheckRequestSchema, Health, HealthCheckResponseSchema } from '../../src/protocols/gen/health_pb.js';
 import { encodeRequestFrame, encodeRequestPrefix } from '../../src/protocols/ttrpc/envelope.js';
 import { decodeResponse } from '../../src/protocols/ttrpc/envelope.js';
 import {
   type CallContext,
   Code,
+  EncodedMessage,
   type Frame,
   FrameReader,
   MessageType,
@@ -23,6 +25,7 @@ import {
   TtrpcError,
   TtrpcServer,
   createClient,
+  encodeBytesMessage,
   encodeFrame,
 } from '../../src/protocols/ttrpc/index.js';
 
@@ -389,5 +392,39 @@ describe('ttrpc bad input', () => {
       for (const c of clients.splice(0)) c.close();
       await new Promise((r) => fake.close(r));
     }
+  });
+});
+
+describe('pre-encoded responses (EncodedMessage)', () => {
+  it('reach the client as the message the parts encode, large and empty, in order with other calls', async () => {
+    const chunks = [Buffer.alloc(70_000, 1), Buffer.alloc(3, 2), Buffer.alloc(1 << 20, 3)];
+    const server = new TtrpcServer().register(AgentService, {
+      readStdout: (req) => new EncodedMessage(encodeBytesMessage(1, req.len === 0 ? [] : chunks)),
+    });
+    servers.push(server);
+    const p = sockPath();
+    await server.listen(p);
+    const agent = createClient(AgentService, (await connect(p)).conn);
+    const [big, empty, again] = await Promise.all([
+      agent.readStdout({ containerId: 'c', execId: '', len: 1 }),
+      agent.readStdout({ containerId: 'c', execId: '', len: 0 }),
+      agent.readStdout({ containerId: 'c', execId: '', len: 1 }),
+    ]);
+    expect(Buffer.from(big.data).equals(Buffer.concat(chunks))).toBe(true);
+    expect(empty.data.length).toBe(0);
+    expect(again.data.length).toBe(big.data.length);
+  });
+
+  it('over the size limit fail with ResourceExhausted instead of being sent', async () => {
+    const server = new TtrpcServer({ maxMessageSize: 1000 }).register(AgentService, {
+      readStdout: () => new EncodedMessage(encodeBytesMessage(1, [Buffer.alloc(2000)])),
+    });
+    servers.push(server);
+    const p = sockPath();
+    await server.listen(p);
+    const agent = createClient(AgentService, (await connect(p)).conn);
+    await expect(agent.readStdout({ containerId: 'c', execId: '', len: 1 })).rejects.toMatchObject({
+      code: Code.ResourceExhausted,
+    });
   });
 });

@@ -154,6 +154,45 @@ export function encodeResponseFrame(
   return b;
 }
 
+/**
+ * The head of an OK Response frame whose payload of `payloadLength` bytes follows separately (written after it
+ * with writev, so a large payload is never copied into the frame).
+ */
+export function encodeOkResponseHead(streamId: number, payloadLength: number): Buffer {
+  const size = responseOverhead(payloadLength) + payloadLength;
+  const b = Buffer.allocUnsafe(HEADER_LENGTH + size - payloadLength);
+  writeHeader(b, 0, size, streamId, MessageType.Response);
+  let at = HEADER_LENGTH;
+  b[at++] = 0x0a; // an empty status, as encodeResponseFrame writes it
+  b[at++] = 0x00;
+  if (payloadLength) {
+    b[at++] = 0x12;
+    writeVarint(b, at, payloadLength);
+  }
+  return b;
+}
+
+/**
+ * A response message a handler encoded itself, as parts that are written out as they are (writev): for large
+ * byte payloads (a process's output) that would otherwise be copied into protobuf's buffer and then the frame.
+ */
+export class EncodedMessage {
+  readonly length: number;
+  constructor(readonly parts: readonly Uint8Array[]) {
+    this.length = parts.reduce((a, p) => a + p.length, 0);
+  }
+}
+
+/** The protobuf bytes of a message with one bytes field (number < 16), as parts: key and length, then `data`. */
+export function encodeBytesMessage(fieldNumber: number, data: readonly Uint8Array[]): Uint8Array[] {
+  const n = data.reduce((a, d) => a + d.length, 0);
+  if (n === 0) return [];
+  const key = Buffer.allocUnsafe(1 + varintSize(n));
+  key[0] = (fieldNumber << 3) | 2;
+  writeVarint(key, 1, n);
+  return [key, ...data];
+}
+
 /** The size of a Response envelope around a payload of n bytes with an OK status. */
 export function responseOverhead(n: number): number {
   return 2 + (n ? 1 + varintSize(n) : 0);

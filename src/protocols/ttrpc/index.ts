@@ -2,3 +2,4 @@ export * from './client.js';
 export * from './frame.js';
 export * from './server.js';
 export * from './status.js';
+export { EncodedMessage, encodeBytesMessage } from './envelope.js';

@@ -16,7 +16,14 @@ import {
   toBinary,
 } from '@bufbuild/protobuf';
 import { logger } from '../../common/log.js';
-import { type WireRequest, decodeRequest, encodeResponseFrame, responseOverhead } from './envelope.js';
+import {
+  EncodedMessage,
+  type WireRequest,
+  decodeRequest,
+  encodeOkResponseHead,
+  encodeResponseFrame,
+  responseOverhead,
+} from './envelope.js';
 import { type Frame, FrameReader, MAX_MESSAGE_SIZE, MessageType, OversizedFrameError } from './frame.js';
 import { Code, TtrpcError, statusOf } from './status.js';
 import { FrameWriter } from './writer.js';
@@ -32,7 +39,10 @@ export interface CallContext {
 }
 
 type HandlerOf<M> = M extends DescMethodUnary<infer I, infer O>
-  ? (req: MessageShape<I>, ctx: CallContext) => Promise<MessageInitShape<O>> | MessageInitShape<O>
+  ? (
+      req: MessageShape<I>,
+      ctx: CallContext,
+    ) => Promise<MessageInitShape<O> | EncodedMessage> | MessageInitShape<O> | EncodedMessage
   : never;
 
 /** Handlers for some or all of a service's methods; a missing one answers Unimplemented. */
@@ -339,6 +349,24 @@ export class ServerConnection {
 
   private succeed(call: InboundCall, route: Route, out: unknown): void {
     if (call.done) return;
+    if (out instanceof EncodedMessage) {
+      if (out.length + responseOverhead(out.length) > this.maxMessageSize) {
+        this.fail(
+          call,
+          new TtrpcError(
+            Code.ResourceExhausted,
+            `${route.name}: response is ${out.length} bytes, over the maximum message size of ${this.maxMessageSize}`,
+          ),
+        );
+        return;
+      }
+      if (!this.stream.destroyed && !this.stream.writableEnded) {
+        this.writer.writeParts([encodeOkResponseHead(call.streamId, out.length), ...out.parts]);
+        this.throttleIfNeeded();
+      }
+      this.finish(call);
+      return;
+    }
     let payload: Uint8Array;
     try {
       const msg = isMessage(out, route.output)
@@ -395,6 +423,10 @@ export class ServerConnection {
   ): void {
     if (this.stream.destroyed || this.stream.writableEnded) return;
     this.writer.write(encodeResponseFrame(streamId, code, message, payload));
+    this.throttleIfNeeded();
+  }
+
+  private throttleIfNeeded(): void {
     // A client that sends without reading would make us queue answers without bound: stop reading its
     // requests until it catches up, as the blocking write in containerd/ttrpc does.
     if (this.stream.writableNeedDrain && !this.throttled) {

@@ -10,6 +10,23 @@ export class FrameWriter {
 
   constructor(private readonly stream: Writable) {}
 
+  /** Writes one frame given as parts (a head, then payload pieces), without joining them. */
+  writeParts(parts: readonly Uint8Array[]): void {
+    if (!this.burst) {
+      this.burst = true;
+      setImmediate(this.endBurst);
+      this.stream.cork();
+      for (const p of parts) this.stream.write(p);
+      this.stream.uncork();
+      return;
+    }
+    for (const p of parts) {
+      const b = Buffer.isBuffer(p) ? p : Buffer.from(p.buffer, p.byteOffset, p.byteLength);
+      this.queue.push(b);
+      this.queued += b.length;
+    }
+  }
+
   write(frame: Buffer): void {
     if (!this.burst) {
       this.burst = true;

@@ -1,0 +1,113 @@
+// stdout/stdin throughput of a container's process, runc vs kata-ts, through a private containerd: a detached
+// `sleep` container per runtime, then `ctr task exec` of `dd if=/dev/zero bs=1M count=N` counted on the host
+// (stdout), and N MiB written into `ctr task exec … wc -c` (stdin, checked by the count the guest prints).
+// Usage: node bench/run.mjs stdio [--mib N] [--runs N]   (prints a table, writes bench/results/stdio-*.json)
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { setupKata } from '../test/e2e/shim-fixtures.js';
+import { KATA_RUNTIME, REPO } from '../test/helpers/containerd.js';
+
+const { values } = parseArgs({
+  options: { mib: { type: 'string', default: '200' }, runs: { type: 'string', default: '3' } },
+});
+const MIB = Number(values.mib);
+const RUNS = Number(values.runs);
+const BYTES = MIB << 20;
+
+type Runtime = 'runc' | 'kata';
+interface Sample {
+  runtime: Runtime;
+  direction: 'stdout' | 'stdin';
+  mibPerS: number;
+}
+
+const k = await setupKata();
+const samples: Sample[] = [];
+const failures: string[] = [];
+
+async function measure(runtime: Runtime, cid: string, run: number): Promise<void> {
+  const t0 = performance.now();
+  const out = await new Promise<{ n: number; code: number | null; err: string }>((resolve) => {
+    const c = k.ctrd.ctrSpawn([
+      'task',
+      'exec',
+      '--exec-id',
+      `out${run}`,
+      cid,
+      'dd',
+      'if=/dev/zero',
+      'bs=1M',
+      `count=${MIB}`,
+    ]);
+    let n = 0;
+    let err = '';
+    c.stdout?.on('data', (d: Buffer) => {
+      n += d.length;
+    });
+    c.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    c.stdin?.end();
+    c.once('close', (code) => resolve({ n, code, err }));
+  });
+  const outS = (performance.now() - t0) / 1000;
+  if (out.code !== 0 || out.n !== BYTES)
+    failures.push(`${runtime} stdout: ${out.n} bytes, exit ${out.code} ${out.err}`);
+  else samples.push({ runtime, direction: 'stdout', mibPerS: MIB / outS });
+
+  const t1 = performance.now();
+  const r = await k.ctrd.ctr(['task', 'exec', '--exec-id', `in${run}`, cid, 'wc', '-c'], {
+    input: Buffer.alloc(BYTES),
+  });
+  const inS = (performance.now() - t1) / 1000;
+  if (r.code !== 0 || Number(r.stdout.trim()) !== BYTES)
+    failures.push(`${runtime} stdin: wc -c said ${r.stdout.trim()}, exit ${r.code} ${r.stderr}`);
+  else samples.push({ runtime, direction: 'stdin', mibPerS: MIB / inS });
+}
+
+try {
+  for (const runtime of ['runc', 'kata'] as const) {
+    const cid = `bench-stdio-${runtime}-${process.pid}`;
+    const rt = runtime === 'kata' ? ['--runtime', KATA_RUNTIME] : [];
+    const r = await k.ctrd.ctr(['run', '-d', ...rt, k.image, cid, 'sleep', '3600']);
+    if (r.code !== 0) throw new Error(`ctr run -d ${cid}: ${r.stderr}`);
+    try {
+      for (let i = 0; i < RUNS; i++) {
+        await measure(runtime, cid, i);
+        process.stderr.write(`${runtime} run ${i + 1}/${RUNS} done\n`);
+      }
+    } finally {
+      await k.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', cid]);
+      for (let i = 0; i < 100; i++) {
+        if ((await k.ctrd.ctr(['task', 'delete', cid])).code === 0) break;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      await k.ctrd.ctr(['container', 'delete', cid]);
+    }
+  }
+} finally {
+  await k.close();
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2 : Number.NaN;
+};
+const table: Record<string, Record<string, string>> = {};
+for (const dir of ['stdout', 'stdin'] as const) {
+  const row: Record<string, string> = {};
+  for (const rt of ['runc', 'kata'] as const) {
+    const xs = samples.filter((s) => s.runtime === rt && s.direction === dir).map((s) => s.mibPerS);
+    row[`${rt} MiB/s`] = xs.length ? median(xs).toFixed(1) : 'failed';
+  }
+  table[`${dir} ${MIB} MiB (median of ${RUNS})`] = row;
+}
+console.table(table);
+for (const f of failures) console.error(`FAILED: ${f}`);
+const dir = path.join(REPO, 'bench/results');
+fs.mkdirSync(dir, { recursive: true });
+const file = path.join(dir, `stdio-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+fs.writeFileSync(file, JSON.stringify({ mib: MIB, runs: RUNS, samples, failures, table }, null, 2));
+console.log(`wrote ${path.relative(REPO, file)}`);
+if (failures.length) process.exitCode = 1;
