@@ -1,13 +1,25 @@
 // One structured JSON logger for the whole runtime; components take a child with their ids.
-import { type Logger, pino } from 'pino';
+import { type DestinationStream, type Logger, destination, pino } from 'pino';
 
 export type { Logger };
 
-const root: Logger = pino({
-  level: process.env.KATA_LOG_LEVEL ?? 'info',
-  base: { pid: process.pid, source: 'kata-ts' },
-  timestamp: pino.stdTimeFunctions.isoTime,
-});
+/** Where log lines go; swappable (the shim points it at containerd's log FIFO before anything logs). */
+class LogOutlet implements DestinationStream {
+  target: DestinationStream = destination({ fd: 1, sync: true });
+  write(line: string): void {
+    this.target.write(line);
+  }
+}
+
+const outlet = new LogOutlet();
+const root: Logger = pino(
+  {
+    level: process.env.KATA_LOG_LEVEL ?? 'info',
+    base: { pid: process.pid, source: 'kata-ts' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  },
+  outlet,
+);
 
 /** A child logger for one component (shim, runtime, hypervisor, agent, ...), with ids as fields. */
 export function logger(component: string, fields: Record<string, string | number> = {}): Logger {
@@ -19,7 +31,7 @@ export function setLogLevel(level: 'debug' | 'info' | 'warn' | 'error' | 'silent
   root.level = level;
 }
 
-/** Sends all log lines to a file descriptor other than stdout (the shim's stdout belongs to containerd). */
-export function rootLogger(): Logger {
-  return root;
+/** Sends every logger's lines (children included) to `dest` instead of stdout. */
+export function setLogDestination(dest: DestinationStream): void {
+  outlet.target = dest;
 }

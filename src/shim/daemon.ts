@@ -11,6 +11,7 @@ import { realDeps } from '../runtime/wiring.js';
 import { removeSocket, socketAddress, socketPath } from './address.js';
 import type { ShimArgs } from './args.js';
 import { EventPublisher } from './events.js';
+import { flushLogs } from './logging.js';
 import { LISTEN_FD_ENV } from './start.js';
 import { createTaskService } from './task-service.js';
 
@@ -34,7 +35,9 @@ export async function runDaemon(args: ShimArgs, log: Logger): Promise<void> {
     if (exiting) return;
     exiting = true;
     log.info({ why }, 'shim exiting');
-    await server.shutdown(1000).catch(() => {});
+    await server
+      .shutdown(1000)
+      .catch((e: unknown) => log.warn({ err: errorMessage(e) }, 'ttrpc server did not shut down cleanly'));
     listener.close();
     await publisher.flush(5000);
     publisher.close();
@@ -42,6 +45,7 @@ export async function runDaemon(args: ShimArgs, log: Logger): Promise<void> {
     // flags, so this works even when the bundle (and its `address` file) is already gone.
     if (args.socket) fs.rmSync(args.socket, { force: true });
     else removeSocket(socketAddress(args.address, args.namespace, args.id));
+    await flushLogs(1000);
     process.exit(code);
   };
   const { impl, runtime } = createTaskService({

@@ -59,7 +59,7 @@ async function main(): Promise<number> {
       }
     }
     case '': {
-      redirectLogs(2); // the bundle's log FIFO, set up by `start`
+      redirectLogs(2, { nonBlocking: true }); // the bundle's log FIFO, set up by `start`
       const log = logger('shim', fields);
       try {
         validateArgs(args, false);
