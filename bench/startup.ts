@@ -106,12 +106,7 @@ async function sampleRss(k: KataSetup, id: string): Promise<RssSample> {
       virtiofsd: sum(pidsMatching(/virtiofsd/, id)),
     };
   } finally {
-    await k.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
-    for (let i = 0; i < 100; i++) {
-      if ((await k.ctrd.ctr(['task', 'delete', id])).code === 0) break;
-      await new Promise((res) => setTimeout(res, 100));
-    }
-    await k.ctrd.ctr(['container', 'delete', id]);
+    await k.ctrd.removeContainer(id);
   }
 }
 

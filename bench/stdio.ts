@@ -78,12 +78,7 @@ try {
         process.stderr.write(`${runtime} run ${i + 1}/${RUNS} done\n`);
       }
     } finally {
-      await k.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', cid]);
-      for (let i = 0; i < 100; i++) {
-        if ((await k.ctrd.ctr(['task', 'delete', cid])).code === 0) break;
-        await new Promise((res) => setTimeout(res, 100));
-      }
-      await k.ctrd.ctr(['container', 'delete', cid]);
+      await k.ctrd.removeContainer(cid);
     }
   }
 } finally {

@@ -40,6 +40,8 @@ export interface Containerd {
   ctr(args: string[], opts?: CtrOptions): Promise<CtrResult>;
   /** Like ctr() but the output stays bytes (binary data). */
   ctrBytes(args: string[], opts?: CtrOptions): Promise<CtrBytesResult>;
+  /** SIGKILLs a container's task, deletes it once stopped (waiting up to 10 s), then the container. */
+  removeContainer(id: string): Promise<void>;
   /** Like ctr() but returns the child, for streaming or tty tests. */
   ctrSpawn(args: string[], opts?: { env?: NodeJS.ProcessEnv }): ChildProcess;
   readLog(): string;
@@ -180,6 +182,15 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
     return { ...r, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
   };
 
+  const removeContainer = async (id: string): Promise<void> => {
+    await ctr(['task', 'kill', '-s', 'SIGKILL', id]);
+    for (let i = 0; i < 100; i++) {
+      if ((await ctr(['task', 'delete', id])).code === 0) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    await ctr(['container', 'delete', id]);
+  };
+
   let stopped = false;
   return {
     dir,
@@ -190,6 +201,7 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
     ctr,
     ctrSpawn,
     ctrBytes,
+    removeContainer,
     readLog: () => fs.readFileSync(logFile, 'utf8'),
     async stop() {
       if (stopped) return;

@@ -349,36 +349,22 @@ export class ServerConnection {
 
   private succeed(call: InboundCall, route: Route, out: unknown): void {
     if (call.done) return;
+    let payload: Uint8Array | EncodedMessage;
     if (out instanceof EncodedMessage) {
-      if (out.length + responseOverhead(out.length) > this.maxMessageSize) {
+      payload = out;
+    } else {
+      try {
+        const msg = isMessage(out, route.output)
+          ? out
+          : create(route.output, out as MessageInitShape<DescMessage>);
+        payload = toBinary(route.output, msg);
+      } catch (e) {
         this.fail(
           call,
-          new TtrpcError(
-            Code.ResourceExhausted,
-            `${route.name}: response is ${out.length} bytes, over the maximum message size of ${this.maxMessageSize}`,
-          ),
+          new TtrpcError(Code.Internal, `${route.name}: cannot encode the response: ${(e as Error).message}`),
         );
         return;
       }
-      if (!this.stream.destroyed && !this.stream.writableEnded) {
-        this.writer.writeParts([encodeOkResponseHead(call.streamId, out.length), ...out.parts]);
-        this.throttleIfNeeded();
-      }
-      this.finish(call);
-      return;
-    }
-    let payload: Uint8Array;
-    try {
-      const msg = isMessage(out, route.output)
-        ? out
-        : create(route.output, out as MessageInitShape<DescMessage>);
-      payload = toBinary(route.output, msg);
-    } catch (e) {
-      this.fail(
-        call,
-        new TtrpcError(Code.Internal, `${route.name}: cannot encode the response: ${(e as Error).message}`),
-      );
-      return;
     }
     if (payload.length + responseOverhead(payload.length) > this.maxMessageSize) {
       this.fail(
@@ -391,7 +377,8 @@ export class ServerConnection {
       return;
     }
     // Answer before finishing: finishing the last call of a draining connection closes it.
-    this.respond(call.streamId, Code.OK, '', payload);
+    if (payload instanceof EncodedMessage) this.respondParts(call.streamId, payload);
+    else this.respond(call.streamId, Code.OK, '', payload);
     this.finish(call);
   }
 
@@ -423,6 +410,13 @@ export class ServerConnection {
   ): void {
     if (this.stream.destroyed || this.stream.writableEnded) return;
     this.writer.write(encodeResponseFrame(streamId, code, message, payload));
+    this.throttleIfNeeded();
+  }
+
+  /** An OK answer whose payload the handler encoded, written part by part (no copy). */
+  private respondParts(streamId: number, msg: EncodedMessage): void {
+    if (this.stream.destroyed || this.stream.writableEnded) return;
+    this.writer.writeParts([encodeOkResponseHead(streamId, msg.length), ...msg.parts]);
     this.throttleIfNeeded();
   }
 
