@@ -193,7 +193,12 @@ export class Container {
       });
       return c;
     } catch (e) {
-      if (deps.crun.exists(id)) await deps.crun.delete(id, true).catch(() => {});
+      if (deps.crun.exists(id))
+        await deps.crun
+          .delete(id, true)
+          .catch((de: unknown) =>
+            deps.log.error({ err: de, container_id: id }, 'deleting the half-created container failed'),
+          );
       fs.rmSync(bundle, { recursive: true, force: true });
       throw e;
     }

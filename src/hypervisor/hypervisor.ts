@@ -112,6 +112,11 @@ export interface Hypervisor {
   /** Host pids of the VMM and its helpers (QEMU, virtiofsd). */
   getPids(): number[];
   capabilities(): HypervisorCapabilities;
+  /**
+   * Where a NIC is plugged: before startVm a cold-plug collector (the NICs are on QEMU's command line), once
+   * running QMP hotplug. Throws in other phases.
+   */
+  nicSink(): NicSink;
   /** The endpoint the agent client dials. */
   agentEndpoint(): AgentEndpoint;
   /** Removes what prepare/start left on the host (run dir, sockets); call after stopVm. */

@@ -33,6 +33,8 @@ export interface SpawnOptions {
   log: Logger;
   env?: NodeJS.ProcessEnv;
   tailBytes?: number;
+  /** Host fds the child gets as fd 3, 4, ... (tap fds for cold-plugged NICs). */
+  extraFds?: readonly number[];
 }
 
 export class SupervisedChild {
@@ -50,7 +52,7 @@ export class SupervisedChild {
     this.tail = new TailBuffer(opts.tailBytes);
     const log = opts.log;
     this.child = spawn(command, args, {
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe', ...(opts.extraFds ?? [])],
       env: opts.env ?? process.env,
     });
     const onOutput = (stream: 'stdout' | 'stderr') => (chunk: Buffer) => {

@@ -41,6 +41,17 @@ export async function cleanupSandbox(
     await attempt('cleaning up the VM from its state', () => deps.cleanupDeadVm(vm, log));
   }
 
+  // Taps die with QEMU's fds; the tc filters and qdiscs on the CNI's interfaces do not.
+  const net = state?.network;
+  if (net?.taps.length) {
+    const clean = deps.cleanupNetwork;
+    await attempt(`cleaning network leftovers in ${net.netnsPath}`, async () => {
+      if (!clean) throw new Error('no network cleanup is wired');
+      await clean(net);
+      actions.push(`removed ${net.taps.map((t) => t.tap).join(', ')} and their tc filters`);
+    });
+  }
+
   // The sandbox cgroup: whatever is still inside (a process spawned but not yet recorded) dies with it.
   const cgroupOf = deps.sandboxCgroup;
   if (cgroupOf) {

@@ -36,7 +36,7 @@ export class Container {
     readonly spec: OciSpec,
     readonly rootfs: RootfsMount[],
     stdio: StdioPaths,
-    private readonly log: Logger,
+    readonly log: Logger,
   ) {
     this.init = new ContainerProcess(id, '', stdio, log);
   }

@@ -7,8 +7,10 @@ import type { AgentEndpoint, Hypervisor, VmState } from '../hypervisor/hyperviso
 import type { ProcessIdentity, TerminateOptions } from '../hypervisor/proc.js';
 import type { SandboxState } from '../persist/index.js';
 import type { StorageSchema } from '../protocols/gen/agent_pb.js';
+import type { NetworkRecord } from '../resource/network/index.js';
 import type { AgentConnection } from './agent.js';
 import type { OciSpec } from './oci.js';
+import type { NetworkDeps } from './sandbox-network.js';
 
 /** containerd's rootfs Mount (CreateTaskRequest.rootfs). */
 export interface RootfsMount {
@@ -48,6 +50,8 @@ export type PersistedSandbox = SandboxState & {
   shim?: ProcessIdentity;
   /** The VM's host footprint, persisted by the hypervisor before each part of it is created. */
   vm?: VmState;
+  /** Taps, filters and qdiscs made in the pod netns, recorded before each is made. */
+  network?: NetworkRecord;
 };
 
 /** Host processes by identity (pid + start time), never by command line. */
@@ -82,6 +86,8 @@ export interface RuntimeDeps {
   removeState(sandboxId: string): Promise<void>;
   /** Optional: without it the persisted state names no shim process. */
   processes?: ProcessControl;
+  /** Optional: without it a spec naming a network namespace is refused. */
+  network?: NetworkDeps;
 }
 
 /** What crash cleanup (`shim delete`) needs: the same seams as the runtime, plus reading state back. */
@@ -93,4 +99,6 @@ export interface CleanupDeps {
   /** The hypervisor's "undo a dead VM from its persisted state" (kill its processes, free CID, run dir). */
   cleanupDeadVm(state: VmState, log: Logger): Promise<void>;
   processes: ProcessControl;
+  /** Removes the network leftovers a record names; without it they are reported, not removed. */
+  cleanupNetwork?(record: NetworkRecord): Promise<void>;
 }

@@ -8,6 +8,7 @@ import { RuntimeError, errorMessage, withContext } from './errors.js';
 import type { StdioPaths } from './io.js';
 import type { OciSpec } from './oci.js';
 import type { ExitInfo } from './process.js';
+import { specNetnsPath } from './sandbox-network.js';
 import { Sandbox, type SandboxEvents } from './sandbox.js';
 
 export interface RuntimeOptions {
@@ -96,6 +97,7 @@ export class Runtime {
       log: this.o.log,
       events: this.o.events,
       staticResources: { memoryBytes: limit > 0 ? limit : 0, cpus },
+      netnsPath: specNetnsPath(req.spec),
     });
     try {
       this.current = await this.starting;

@@ -16,6 +16,7 @@ export interface SnapshotInput {
   sharedFsRoot: string | undefined;
   createdAt: string;
   state: PersistedSandbox['state'];
+  network: PersistedSandbox['network'];
 }
 
 export function sandboxSnapshot(i: SnapshotInput): PersistedSandbox {
@@ -41,6 +42,7 @@ export function sandboxSnapshot(i: SnapshotInput): PersistedSandbox {
     sharedFsRoot: i.sharedFsRoot,
     createdAt: i.createdAt,
     state: i.state,
+    ...(i.network?.taps.length ? { network: i.network } : {}),
   };
 }
 

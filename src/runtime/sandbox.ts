@@ -5,7 +5,9 @@ import type { KataConfig } from '../config/types.js';
 import type { Hypervisor, VmExit } from '../hypervisor/hypervisor.js';
 import type { ProcessIdentity } from '../hypervisor/proc.js';
 import type { StatsContainerResponse } from '../protocols/gen/agent_pb.js';
+import type { NetworkRecord } from '../resource/network/index.js';
 import { type AgentClient, type AgentConnection, watchOomEvents } from './agent.js';
+import { createInGuest } from './container-create.js';
 import { Container, type ExitListener, type ProcessState } from './container.js';
 import type {
   PersistedSandbox,
@@ -18,7 +20,9 @@ import { RuntimeError, alreadyExists, attempts, errorMessage, notFound, withCont
 import type { StdioPaths } from './io.js';
 import { type OciProcess, type OciResources, type OciSpec, toGrpcSpec } from './oci.js';
 import { type ContainerProcess, type ExitInfo, UNKNOWN_EXIT_STATUS } from './process.js';
+import { SandboxNetwork, internetworkingModel } from './sandbox-network.js';
 import { StateWriter, sandboxSnapshot } from './sandbox-state.js';
+import { releaseSandboxResources } from './sandbox-teardown.js';
 import { describeVmExit, guestConsoleTail, sandboxRunDir, sandboxVmConfig } from './vm-config.js';
 
 const VM_START_TIMEOUT_MS = 60_000;
@@ -42,6 +46,8 @@ export interface SandboxOptions {
   events: SandboxEvents;
   /** Memory (bytes) and CPUs the first container asks for, added to the VM with static_sandbox_resource_mgmt. */
   staticResources?: { memoryBytes: number; cpus: number };
+  /** The pod's network namespace from the OCI spec; without it the VM has loopback only (a fresh netns). */
+  netnsPath?: string;
 }
 
 export interface CreateContainerRequest {
@@ -64,6 +70,8 @@ export class Sandbox {
   private fs: SharedFsHandle | undefined;
   private cgroup: SandboxCgroupHandle | undefined;
   private conn: AgentConnection | undefined;
+  private net: SandboxNetwork | undefined;
+  private netRecord: NetworkRecord | undefined;
   private stopping: Promise<void> | undefined;
   /** Why the VM exited on its own (set before the stop it causes). */
   private vmGone: string | undefined;
@@ -142,6 +150,7 @@ export class Sandbox {
         persistState: () => this.persistNow(this.status === 'running' ? 'running' : 'created'),
       }),
     );
+    await this.setupNetwork();
     await this.hv.startVm(VM_START_TIMEOUT_MS);
     phase(this.log, 'vm_launched', { pids: this.hv.getPids() });
     await this.joinSandboxCgroup();
@@ -171,6 +180,10 @@ export class Sandbox {
       }),
     });
     phase(this.log, 'sandbox_created');
+    if (this.net?.size) {
+      await this.net.configureGuest(this.agent, this.stopped.signal);
+      phase(this.log, 'network_configured');
+    }
     await this.persistNow('running');
     void this.hv.exited.then((exit) => this.onVmExit(exit));
     void watchOomEvents(this.agent, {
@@ -178,6 +191,19 @@ export class Sandbox {
       onOom: (cid) => this.o.events.oom(cid),
       log: this.log,
     });
+  }
+
+  /** The pod netns's interfaces as NICs on QEMU's command line (before boot). */
+  private async setupNetwork(): Promise<void> {
+    if (!this.o.netnsPath || !this.hv) return;
+    this.net = await SandboxNetwork.forSandbox(this.o.netnsPath, this.config, this.o.deps.network, {
+      log: this.log.child({ component: 'network' }),
+      persist: (r) => {
+        this.netRecord = r;
+        return this.persistNow('created');
+      },
+    });
+    await this.net.plug(this.hv.nicSink());
   }
 
   /** QEMU and virtiofsd go into the sandbox's host cgroup; a failure there is logged, not fatal. */
@@ -205,52 +231,43 @@ export class Sandbox {
   async createContainer(req: CreateContainerRequest): Promise<Container> {
     if (this.containers.has(req.id))
       throw alreadyExists(`container ${req.id} already exists in sandbox ${this.id}`);
-    const agent = this.agent;
-    const log = this.log.child({ container_id: req.id });
-    const c = new Container(req.id, req.bundle, req.spec, req.rootfs, req.stdio, log);
+    const c = new Container(
+      req.id,
+      req.bundle,
+      req.spec,
+      req.rootfs,
+      req.stdio,
+      this.log.child({ container_id: req.id }),
+    );
     this.containers.set(req.id, c);
     try {
-      c.init.openIo();
-      const prepared = await this.fs!.prepareContainer(req.id, {
-        bundle: req.bundle,
-        rootfs: req.rootfs,
-        spec: req.spec,
-        readonlyRootfs: req.spec.root?.readonly,
-        disableGuestSeccomp: this.config.runtime.disable_guest_seccomp,
+      await createInGuest(c, {
+        agent: this.agent,
+        fs: this.fs!,
+        config: this.config,
+        persist: () => this.persistNow('running'),
       });
-      c.rootfsMounted = true;
-      await this.persistNow('running');
-      const guestSpec = prepared.guestSpec;
-      const timeoutMs = (this.config.agent.create_container_timeout || 60) * 1000;
-      await agent.createContainer(
-        {
-          containerId: req.id,
-          execId: '',
-          storages: prepared.storages,
-          OCI: toGrpcSpec(guestSpec),
-          sandboxPidns: false,
-        },
-        { timeoutMs },
-      );
-      c.init.pid = this.pid;
-      phase(log, 'container_created');
     } catch (e) {
       this.containers.delete(req.id);
-      await c.init.release();
-      if (c.rootfsMounted) {
-        await this.fs!.releaseContainer(req.id, { bundle: req.bundle, rootfsMounted: true }).catch(
-          (err: unknown) =>
-            log.error({ err: errorMessage(err) }, 'releasing the rootfs after a failed create'),
-        );
-      }
       this.persistSoon();
       throw withContext(e, `creating container ${req.id}`);
     }
+    c.init.pid = this.pid;
+    phase(c.log, 'container_created');
     return c;
   }
 
   async start(containerId: string, execId: string): Promise<ContainerProcess> {
     const c = this.container(containerId);
+    // Kata's rescan: interfaces a caller added to the netns after Create (Docker 26+) join before the pod runs.
+    if (containerId === this.id && !execId && this.net && this.hv) {
+      const hv = this.hv;
+      await this.net
+        .rescan(() => hv.nicSink(), this.agent, this.stopped.signal)
+        .catch((e: unknown) => {
+          throw withContext(e, 'adding the network interfaces that appeared since create');
+        });
+    }
     const p = await c.start(this.agent, execId, this.pid, this.onExit);
     if (!execId) phase(this.log.child({ container_id: containerId }), 'container_started');
     this.persistSoon();
@@ -369,27 +386,10 @@ export class Sandbox {
         await p.release();
       }
     }
-    if (this.hv) {
-      const hv = this.hv;
-      await attempt('stopping the VM', () => hv.stopVm());
-      await attempt('cleaning up the VM', () => hv.cleanup());
-    }
-    if (this.cgroup) {
-      const cg = this.cgroup;
-      await attempt('removing the sandbox cgroup', () => cg.remove());
-    }
-    if (this.fs) {
-      const fs = this.fs;
-      for (const c of this.containers.values()) {
-        if (c.rootfsMounted) {
-          await attempt(`releasing container ${c.id}`, async () => {
-            await fs.releaseContainer(c.id, { bundle: c.bundle, rootfsMounted: true });
-            c.rootfsMounted = false;
-          });
-        }
-      }
-      await attempt('cleaning up the shared fs', () => fs.cleanup());
-    }
+    await releaseSandboxResources(
+      { hv: this.hv, net: this.net, cgroup: this.cgroup, fs: this.fs, containers: this.containers.values() },
+      attempt,
+    );
     // The containers stay, stopped, until containerd deletes them: after a VM death containerd still asks for
     // their State, Wait and Delete (as for runc's processes killed under it).
     this.status = 'stopped';
@@ -398,7 +398,11 @@ export class Sandbox {
       await attempt('removing the persisted state', () => this.o.deps.removeState(this.id));
     } else {
       // Keep the state file: `shim delete` (or kata-ctl) can finish the job.
-      await this.persistNow('stopped').catch(() => {});
+      await this.persistNow('stopped').catch((e: unknown) => {
+        // Without it `shim delete` sees the last state written ('running') and still cleans up, so go on.
+        errors.push(`writing the stopped state: ${(e as Error).message}`);
+        this.log.error({ err: e }, 'writing the stopped sandbox state failed');
+      });
     }
     phase(this.log, 'sandbox_stopped');
     if (errors.length > 0) throw new Error(`stopping sandbox ${this.id}: ${errors.join('; ')}`);
@@ -430,6 +434,7 @@ export class Sandbox {
         sharedFsRoot: this.fs?.hostSharedDir,
         createdAt: this.createdAt,
         state,
+        network: this.netRecord,
       }),
     );
   }

@@ -10,6 +10,7 @@ import {
   prepareContainer,
   releaseContainer,
 } from '../resource/index.js';
+import { cleanupNetworkLeftovers, netnsCommands, scanNetns } from '../resource/network/index.js';
 import { connectAgent } from './agent.js';
 import type { CleanupDeps, PersistedSandbox, RuntimeDeps, SharedFsHandle } from './deps.js';
 
@@ -54,6 +55,12 @@ export function realDeps(): RuntimeDeps & CleanupDeps {
     // persist checks the common part; `shim` and `vm` are checked where they are used (cleanupDeadVm).
     loadState: async (id) => (await loadSandboxState(id)) as PersistedSandbox | undefined,
     cleanupDeadVm: (state, log) => cleanupDeadVm(state, log),
+    network: {
+      commands: (path) => netnsCommands(path),
+      scan: (cmds) => scanNetns(cmds),
+      cleanupLeftovers: (record) => cleanupNetworkLeftovers(record),
+    },
+    cleanupNetwork: (record) => cleanupNetworkLeftovers(record),
     processes: { identify: (pid) => processIdentity(pid), terminate: (id, o) => terminateProcess(id, o) },
   };
 }

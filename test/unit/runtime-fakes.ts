@@ -6,7 +6,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { defaultConfig } from '../../src/config/index.js';
 import type { KataConfig } from '../../src/config/types.js';
-import type { Hypervisor, VmConfig, VmExit, VmState } from '../../src/hypervisor/hypervisor.js';
+import type {
+  Hypervisor,
+  NicSink,
+  NicSpec,
+  VmConfig,
+  VmExit,
+  VmState,
+} from '../../src/hypervisor/hypervisor.js';
 import { AgentService, type CreateContainerRequest } from '../../src/protocols/gen/agent_pb.js';
 import { Health } from '../../src/protocols/gen/health_pb.js';
 import { Code, TtrpcError, TtrpcServer } from '../../src/protocols/ttrpc/index.js';
@@ -295,6 +302,20 @@ export class FakeHypervisor implements Hypervisor {
   }
   async cleanup() {
     this.cleaned = true;
+  }
+  /** NICs given to nicSink(), with whether they were cold-plugged (before startVm) or hotplugged. */
+  readonly nics: (NicSpec & { cold: boolean })[] = [];
+  nicSink(): NicSink {
+    const cold = !this.running;
+    return {
+      attachNic: async (spec) => {
+        this.nics.push({ ...spec, cold });
+      },
+      detachNic: async (id) => {
+        const i = this.nics.findIndex((n) => n.id === id);
+        if (i >= 0) this.nics.splice(i, 1);
+      },
+    };
   }
 }
 

@@ -8,6 +8,7 @@ import type { QemuConfig } from '../../config/types.js';
 import type { AttachedDevice, Device, DeviceInfo } from '../hypervisor.js';
 import { blockDeviceProps, blockdevOptions, scsiAddress, toJson } from './block.js';
 import { qemuId } from './cmdline.js';
+import type { RootPorts } from './netdev.js';
 import { pciPathOf } from './pci.js';
 import type { JsonValue, QmpClient } from './qmp.js';
 
@@ -87,6 +88,21 @@ export class QemuHotplug {
     const port = s.hotplugPortIds.find((p) => !this.portOwner.has(p));
     if (!port) throw new Error(`${what}: all ${s.hotplugPortIds.length} hotplug root ports are in use`);
     return port;
+  }
+
+  /** Root-port bookkeeping for NICs (netdev.ts hotplugs them; block devices share the same ports). */
+  nicPorts(): RootPorts {
+    return {
+      take: (owner) => {
+        const s = this.need();
+        const port = s.hotplugPortIds.find((p) => !this.portOwner.has(p));
+        if (port) this.portOwner.set(port, `nic:${owner}`);
+        return port;
+      },
+      release: (owner) => {
+        for (const [p, who] of this.portOwner) if (who === `nic:${owner}`) this.portOwner.delete(p);
+      },
+    };
   }
 
   async addDevice(qmp: QmpClient, dev: Device): Promise<DeviceInfo> {

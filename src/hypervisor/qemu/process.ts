@@ -6,10 +6,11 @@ import type { Logger } from '../../common/log.js';
 import { PollTimeoutError, pollUntil } from '../../common/poll.js';
 import type { VmProcess } from '../hypervisor.js';
 import { processFromPidFile, processIdentity } from '../proc.js';
-import { type SupervisedChild, describeExit, formatTail, waitFor } from '../supervisor.js';
+import { SupervisedChild, describeExit, formatTail, waitFor } from '../supervisor.js';
 import type { Virtiofsd } from '../virtiofsd.js';
 import { runDirPaths } from './cmdline.js';
-import { QmpClient } from './qmp.js';
+import { type ColdPlugNics, type FdSender, connectQmpWithFdPassing } from './netdev.js';
+import type { QmpClient } from './qmp.js';
 
 /** Rejects once `child` exits, with QEMU's last words; used to end a wait early. */
 function deathSignal(child: SupervisedChild, when: string): { signal: AbortSignal; done: () => void } {
@@ -27,13 +28,16 @@ function deathSignal(child: SupervisedChild, when: string): { signal: AbortSigna
   };
 }
 
-/** Connects to QEMU's QMP socket once it accepts, before `deadline` (ms since epoch). */
+/**
+ * Connects to QEMU's QMP socket once it accepts, before `deadline` (ms since epoch). The socket can carry fds
+ * (SCM_RIGHTS), which NIC hotplug needs: QEMU's QMP chardev takes one client, so this is the only one.
+ */
 export async function connectQmp(
   child: SupervisedChild,
   qmpPath: string,
   deadline: number,
   log: Logger,
-): Promise<QmpClient> {
+): Promise<{ qmp: QmpClient; sendFds: FdSender }> {
   let lastError = 'socket not created yet';
   const death = deathSignal(child, 'before its QMP socket accepted a connection');
   try {
@@ -41,7 +45,7 @@ export async function connectQmp(
       async () => {
         if (!existsSync(qmpPath)) return undefined;
         try {
-          return await QmpClient.connect(qmpPath, {
+          return await connectQmpWithFdPassing(qmpPath, {
             timeoutMs: Math.max(deadline - Date.now(), 100),
             log: log.child({ component: 'qmp' }),
           });
@@ -160,4 +164,24 @@ export function watchVirtiofsd(
     o.log.error({ stderr: e.stderrTail }, why);
     o.onDeath(why);
   });
+}
+
+/** Spawns QEMU with the cold-plugged NICs' tap fds as its fd 3, 4, ...; the fds are ours to close either way. */
+export function spawnQemu(
+  path: string,
+  args: readonly string[],
+  nics: ColdPlugNics,
+  log: Logger,
+): SupervisedChild {
+  const cold = nics.build(3);
+  const all = [...args, ...cold.args];
+  log.info({ qemu: path, args: all }, 'starting QEMU');
+  try {
+    return SupervisedChild.spawn('qemu', path, all, {
+      log: log.child({ component: 'qemu' }),
+      extraFds: cold.extraFds,
+    });
+  } finally {
+    nics.release(); // QEMU has its copies (or never will)
+  }
 }

@@ -4,7 +4,6 @@
 // spawn to running), hotplug.ts (devices, vCPUs, memory at run time).
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
-import os from 'node:os';
 import type { Logger } from '../../common/log.js';
 import { logger } from '../../common/log.js';
 import type { KataConfig } from '../../config/types.js';
@@ -16,12 +15,13 @@ import type {
   DeviceInfo,
   Hypervisor,
   HypervisorCapabilities,
+  NicSink,
   VmConfig,
   VmExit,
   VmProcess,
   VmState,
 } from '../hypervisor.js';
-import { type ChildExit, SupervisedChild, describeExit, formatTail } from '../supervisor.js';
+import { type ChildExit, type SupervisedChild, describeExit, formatTail } from '../supervisor.js';
 import { Virtiofsd } from '../virtiofsd.js';
 import {
   AGENT_VSOCK_PORT,
@@ -31,19 +31,22 @@ import {
   releaseGuestCid,
 } from '../vsock.js';
 import { planBootDevices } from './boot-plan.js';
-import { type AgentChannel, type QemuCommandLine, buildQemuCmdline, runDirPaths } from './cmdline.js';
+import { type QemuCommandLine, buildQemuCmdline, runDirPaths } from './cmdline.js';
 import { assertQemuConfig } from './config-check.js';
 import { QemuHotplug } from './hotplug.js';
+import { ColdPlugNics, type FdSender, QmpNicHotplug } from './netdev.js';
 import {
   connectQmp,
   consoleTail,
   logQmpEvents,
   refuseLiveRunDir,
+  spawnQemu,
   spawnedProcess,
   waitRunning,
   watchVirtiofsd,
 } from './process.js';
 import type { QmpClient } from './qmp.js';
+import { vmSize } from './sizing.js';
 
 export interface QemuDriverOptions {
   /** Accelerator probe settings (cache file, timeout) for accel = "auto". */
@@ -58,10 +61,7 @@ export interface QemuDriverOptions {
 
 type Phase = 'new' | 'prepared' | 'starting' | 'running' | 'stopping' | 'stopped';
 
-const MIB = 1024 * 1024;
 const DEFAULT_HOTPLUG_PORTS = 8;
-/** q35 accepts at most 288 vCPUs; Kata caps lower. */
-const MAX_VCPUS = 240;
 
 export class QemuHypervisor implements Hypervisor {
   readonly name = 'qemu';
@@ -81,6 +81,10 @@ export class QemuHypervisor implements Hypervisor {
   private virtiofsds: Virtiofsd[] = [];
   private qemu: SupervisedChild | undefined;
   private qmp: QmpClient | undefined;
+  private sendFds: FdSender | undefined;
+  /** NICs given before boot: on QEMU's command line, their tap fds passed as QEMU's fd 3, 4, ... */
+  private readonly coldNics = new ColdPlugNics();
+  private nicHotplug: QmpNicHotplug | undefined;
   private stopReason: string | undefined;
   private stopping: Promise<void> | undefined;
   /** Every process spawned for this VM (pid + start time), for the persisted state. */
@@ -122,16 +126,7 @@ export class QemuHypervisor implements Hypervisor {
 
   private async prepare(cfg: VmConfig): Promise<void> {
     const q = this.config.hypervisor;
-    if (!Number.isInteger(cfg.vcpus) || cfg.vcpus < 1)
-      throw new Error(`vcpus must be >= 1, got ${cfg.vcpus}`);
-    if (!Number.isInteger(cfg.memoryMiB) || cfg.memoryMiB < 64) {
-      throw new Error(`memoryMiB must be an integer >= 64, got ${cfg.memoryMiB}`);
-    }
-    // Kata: 0 means "as many as the host has".
-    let maxVcpus = cfg.maxVcpus > 0 ? cfg.maxVcpus : os.cpus().length;
-    maxVcpus = Math.min(Math.max(maxVcpus, cfg.vcpus), MAX_VCPUS);
-    let maxMemoryMiB = cfg.maxMemoryMiB > 0 ? cfg.maxMemoryMiB : Math.floor(os.totalmem() / MIB);
-    maxMemoryMiB = Math.max(maxMemoryMiB, cfg.memoryMiB);
+    const { maxVcpus, maxMemoryMiB } = vmSize(cfg);
     this.vm = { ...cfg, vcpus: cfg.vcpus, maxVcpus, maxMemoryMiB };
 
     const accel = await resolveAccelerator(this.config, { log: this.log, ...this.opts.accelProbe });
@@ -139,17 +134,11 @@ export class QemuHypervisor implements Hypervisor {
     this.log.info({ accel: accel.accel, reason: accel.reason, cached: accel.cached }, 'accelerator');
 
     const paths = runDirPaths(cfg.runDir);
-    const channel = chooseAgentChannel(q.agent_channel);
-    let agentChannel: AgentChannel;
-    if (channel === 'vsock') {
+    if (chooseAgentChannel(q.agent_channel) === 'vsock') {
       // The registry entry names this sandbox as its owner: a crash right after it is still found by cleanup.
       this.vsockCid = await allocateGuestCid(cfg.sandboxId, this.opts.cidDir);
       this.agent = { kind: 'vsock', cid: this.vsockCid, port: AGENT_VSOCK_PORT };
-      agentChannel = { kind: 'vsock', cid: this.vsockCid };
-    } else {
-      this.agent = { kind: 'virtio-serial', socketPath: paths.agentSocket };
-      agentChannel = { kind: 'virtio-serial', socketPath: paths.agentSocket };
-    }
+    } else this.agent = { kind: 'virtio-serial', socketPath: paths.agentSocket };
 
     const plan = await planBootDevices(q, cfg.devices, paths, () => this.hotplug.allocScsiIndex());
     for (const b of plan.coldBlocks) this.hotplug.registerColdBlock(b.devId, b);
@@ -174,7 +163,7 @@ export class QemuHypervisor implements Hypervisor {
       maxVcpus,
       memoryMiB: cfg.memoryMiB,
       maxMemoryMiB,
-      agent: agentChannel,
+      agent: this.agent,
       fsShares: plan.fsShares,
       blocks: plan.blocks,
       guestKernelParams: manifest?.kernelParams ?? [],
@@ -240,10 +229,7 @@ export class QemuHypervisor implements Hypervisor {
         });
       }
       const q = this.config.hypervisor;
-      this.log.info({ qemu: q.path, args: this.cmd.args }, 'starting QEMU');
-      const child = SupervisedChild.spawn('qemu', q.path, this.cmd.args, {
-        log: this.log.child({ component: 'qemu' }),
-      });
+      const child = spawnQemu(q.path, this.cmd.args, this.coldNics, this.log);
       this.qemu = child;
       void child.exited.then((e) => this.onQemuExit(e));
       waitingFor = 'the VM state to be persisted';
@@ -251,7 +237,7 @@ export class QemuHypervisor implements Hypervisor {
 
       const qmpPath = runDirPaths(vm.runDir).qmpSocket;
       waitingFor = `the QMP socket ${qmpPath}`;
-      this.qmp = await connectQmp(child, qmpPath, deadline, this.log);
+      ({ qmp: this.qmp, sendFds: this.sendFds } = await connectQmp(child, qmpPath, deadline, this.log));
       logQmpEvents(this.qmp, this.log);
       waitingFor = 'QEMU status "running"';
       await waitRunning(child, this.qmp, deadline);
@@ -343,6 +329,7 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   private async releaseHostResources(): Promise<void> {
+    this.coldNics.release(); // a VM that never started leaves the tap fds to us
     if (this.vm && (this.createdRunDir || this.phase !== 'new')) {
       await rm(this.vm.runDir, { recursive: true, force: true });
     }
@@ -353,6 +340,15 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   // --- runtime control ----------------------------------------------------------------------------------
+
+  nicSink(): NicSink {
+    if (this.phase === 'prepared') return this.coldNics;
+    if (this.phase === 'running' && this.qmp && this.sendFds) {
+      this.nicHotplug ??= new QmpNicHotplug(this.qmp, this.sendFds, this.hotplug.nicPorts(), this.log);
+      return this.nicHotplug;
+    }
+    throw new Error(`nicSink: NICs can be plugged into a prepared or running VM, not a ${this.phase} one`);
+  }
 
   private requireQmp(): QmpClient {
     if (!this.qmp || this.qmp.isClosed)
