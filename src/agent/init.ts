@@ -371,7 +371,7 @@ const VSOCK_MODULES = ['vsock', 'vmw_vsock_virtio_transport'];
 const VIRTIO_ID_VSOCK = 19;
 
 /** True when the VM has a virtio device of this type (virtio_pci must be loaded to see them). */
-function hasVirtioDevice(id: number): boolean {
+export function hasVirtioDevice(id: number): boolean {
   try {
     return fs
       .readdirSync('/sys/bus/virtio/devices')

@@ -30,6 +30,7 @@ import {
   startDebugConsole,
   uptimeSeconds,
 } from './init.js';
+import { NIC_MODULES, ensureNicDriver, hasNic } from './nic-driver.js';
 import { startReaper } from './reaper.js';
 import { createAgentService } from './service.js';
 import { type VsockListener, listenVsock } from './vsock.js';
@@ -70,6 +71,7 @@ async function main(): Promise<void> {
   });
   const services = createAgentService({
     onDestroySandbox: () => void shutdown('DestroySandbox'),
+    nicDriver: isInit ? ensureNicDriver : undefined,
   });
   times.services = uptimeSeconds();
   // Other modules (virtio-fs, overlay, block, net, ...) load while the agent already answers Health; every other
@@ -153,7 +155,9 @@ async function main(): Promise<void> {
     }
   }
   times.listening = uptimeSeconds();
-  const later = modules.filter((m) => !CHANNEL_MODULES.includes(m));
+  // virtio-net only with a NIC at boot; a hot-plugged one gets it when the host first lists interfaces.
+  const withNic = hasNic();
+  const later = modules.filter((m) => !CHANNEL_MODULES.includes(m) && (withNic || !NIC_MODULES.includes(m)));
   const t0 = performance.now();
   void loadKernelModulesInBackground(later).then(({ loaded, problems }) => {
     modulesLoaded();

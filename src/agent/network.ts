@@ -18,6 +18,8 @@ export interface NetworkOptions {
   ip?: string[];
   /** argv prefix for `arp`. */
   arp?: string[];
+  /** Loads the NIC driver when a NIC has appeared (hot-plugged after boot); called before links are listed. */
+  nicDriver?: () => Promise<unknown>;
   log: Logger;
 }
 
@@ -196,6 +198,7 @@ export class Network {
   }
 
   async links(): Promise<LinkInfo[]> {
+    await this.opts.nicDriver?.();
     return parseLinks(await this.run(this.ip, ['-o', 'link', 'show']));
   }
 

@@ -41,6 +41,8 @@ export interface AgentServiceOptions {
   /** argv prefixes for the network tools (default busybox ip / busybox arp). */
   ipCommand?: string[];
   arpCommand?: string[];
+  /** Loads the NIC driver on demand (PID 1 only: see nic-driver.ts). */
+  nicDriver?: () => Promise<unknown>;
   /** sysfs root (default /sys), for tests. */
   sysRoot?: string;
 }
@@ -80,6 +82,7 @@ export function createAgentService(opts: AgentServiceOptions = {}): AgentService
   const network = new Network({
     ip: opts.ipCommand,
     arp: opts.arpCommand,
+    nicDriver: opts.nicDriver,
     log: log.child({ subsystem: 'network' }),
   });
   let destroyed = false;
