@@ -1,9 +1,8 @@
 // Kubernetes' view of a kata-ts pod: the test plays kubelet against the CRI plugin of a private containerd.
 // Every scenario runs for the RuntimeClass handler `kata` and, as a control, `runc`: a test that fails on both
 // is a test bug. One pod (one VM for kata) per handler, shared by the scenarios, then removed and checked gone.
-// Pods use the node's network namespace until pod networking exists: with no usable CNI network the CRI plugin
-// refuses every other pod (empty conf dir: "cni plugin not initialized"; a loopback-only conflist: "failed to
-// find network info", it wants an IP on eth0).
+// These pods use the node's network namespace (no CNI conf here; the VM then has loopback only); pod networking
+// through CNI is test/e2e/cri-network.test.ts.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';

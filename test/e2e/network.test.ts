@@ -187,7 +187,8 @@ describe('a container in the pod network namespace', () => {
   });
 
   it('without a netns in the spec the VM has loopback only, and no NIC driver loaded', async () => {
-    const script = 'ls /sys/class/net; test -d /sys/module/virtio_net && echo virtio_net || echo no-nic-driver';
+    const script =
+      'ls /sys/class/net; test -d /sys/module/virtio_net && echo virtio_net || echo no-nic-driver';
     const r = await suite.k.run(['--rm', suite.k.image, suite.id('lo'), 'sh', '-c', script], {
       timeoutMs: 180_000,
     });

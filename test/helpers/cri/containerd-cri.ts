@@ -1,6 +1,7 @@
 // A private containerd with its CRI plugin on, for tests that play kubelet: its own root, state, socket, CNI dirs
 // and pod log dir, runtime handlers `runc` and `kata` (io.containerd.kata.v2 → the repo's bin/ shim → dist/), a
 // locally built pause image as the sandbox image and busybox, both imported into namespace k8s.io.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pollUntil, sleep } from '../../../src/common/poll.js';
@@ -20,6 +21,12 @@ export interface CriContainerdOptions {
   /** The Kata configuration the `kata` handler uses (its runtime options' ConfigPath, as kata-deploy sets it). */
   kataConfigPath: string;
   level?: 'debug' | 'info';
+  /**
+   * A pod network: Debian's CNI `bridge` (no gateway address on the bridge, no masquerade, no forwarding
+   * sysctl: pods reach only each other) with `host-local` IPAM in this containerd's dir. The bridge is
+   * deleted by stop(). Without it, pods must use the node's network (see cniConfDir).
+   */
+  podNetwork?: { bridge: string; subnet: string };
 }
 
 export interface CriContainerd {
@@ -90,6 +97,31 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 `;
 }
 
+function bridgeConflist(dir: string, net: { bridge: string; subnet: string }): string {
+  return JSON.stringify({
+    cniVersion: '0.4.0',
+    name: 'kata-ts-test',
+    plugins: [
+      {
+        type: 'bridge',
+        bridge: net.bridge,
+        isGateway: false,
+        ipMasq: false,
+        ipam: { type: 'host-local', ranges: [[{ subnet: net.subnet }]], dataDir: path.join(dir, 'cni/ipam') },
+      },
+    ],
+  });
+}
+
+/** The CNI bridge plugin never deletes its bridge: the test that made it does. */
+function deleteLink(name: string): void {
+  try {
+    execFileSync('ip', ['link', 'del', name], { stdio: 'pipe', timeout: 10_000 });
+  } catch (e) {
+    if (!/Cannot find device/.test(String((e as { stderr?: Buffer }).stderr ?? e))) throw e;
+  }
+}
+
 /**
  * Starts containerd with CRI, imports the pause and busybox images into k8s.io and waits until the CRI service
  * answers. The shim is whatever dist/ holds (build it first: `npm run build`).
@@ -101,6 +133,11 @@ export async function startCriContainerd(opts: CriContainerdOptions): Promise<Cr
     config: (dir, level) => {
       fs.mkdirSync(path.join(dir, 'cni/net.d'), { recursive: true });
       fs.mkdirSync(path.join(dir, 'pods'), { recursive: true });
+      if (opts.podNetwork)
+        fs.writeFileSync(
+          path.join(dir, 'cni/net.d/10-kata-ts-test.conflist'),
+          bridgeConflist(dir, opts.podNetwork),
+        );
       return criConfigToml(dir, level, opts.kataConfigPath);
     },
   });
@@ -111,6 +148,7 @@ export async function startCriContainerd(opts: CriContainerdOptions): Promise<Cr
     } finally {
       cri.close();
       await ctrd.stop();
+      if (opts.podNetwork) deleteLink(opts.podNetwork.bridge);
     }
   };
   try {

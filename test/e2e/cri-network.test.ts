@@ -1,0 +1,149 @@
+// Pod networking the way kubelet gets it: the CRI plugin makes the pod netns and runs CNI (Debian's bridge +
+// host-local) in it, then hands the netns to the runtime. A kata pod and a runc pod (the control) on one bridge:
+// each reports its IP in PodSandboxStatus, sees it on eth0, and serves HTTP to the other. The bridge has no
+// address and nothing forwards or masquerades: pods reach only each other. Nothing is left after removal.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pollUntil } from '../../src/common/poll.js';
+import { buildShim } from '../helpers/containerd.js';
+import type { PodSandboxConfig } from '../helpers/cri/client.js';
+import {
+  type CriContainerd,
+  type RuntimeHandler,
+  startCriContainerd,
+  waitPodsGone,
+} from '../helpers/cri/containerd-cri.js';
+import { diffLeftovers, snapshotHost } from '../helpers/leftovers.js';
+import { baseOverrides, configText, guestImage } from './shim-fixtures.js';
+
+const SUBNET_THIRD = 100 + (process.pid % 100);
+const BRIDGE = `kt-br${process.pid % 10000}`;
+const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
+
+let env: CriContainerd | undefined;
+let confDir = '';
+let before = snapshotHost();
+let forwardBefore = '';
+
+function cri(): CriContainerd {
+  if (!env) throw new Error('the CRI containerd is not set up');
+  return env;
+}
+const ctrdLog = () => `--- containerd log ---\n${env?.ctrd.readLog().slice(-12_000) ?? ''}`;
+
+beforeAll(async () => {
+  buildShim();
+  before = snapshotHost();
+  forwardBefore = fs.readFileSync(IP_FORWARD, 'utf8');
+  confDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-ts-crinet-'));
+  const kataConfigPath = path.join(confDir, 'configuration.toml');
+  fs.writeFileSync(kataConfigPath, configText(baseOverrides(await guestImage())));
+  env = await startCriContainerd({
+    kataConfigPath,
+    podNetwork: { bridge: BRIDGE, subnet: `10.234.${SUBNET_THIRD}.0/24` },
+  });
+});
+
+afterAll(async () => {
+  await env?.stop();
+  fs.rmSync(confDir, { recursive: true, force: true });
+});
+
+interface Pod {
+  handler: RuntimeHandler;
+  id: string;
+  ip: string;
+  web: string;
+}
+
+async function startPod(handler: RuntimeHandler): Promise<Pod> {
+  const name = `crinet-${handler}-${process.pid}`;
+  const logDir = path.join(cri().podLogDir, name);
+  fs.mkdirSync(path.join(logDir, 'web'), { recursive: true });
+  const podConfig: PodSandboxConfig = {
+    metadata: { name, uid: `uid-${name}`, namespace: 'kata-ts-test', attempt: 0 },
+    logDirectory: logDir,
+    linux: { securityContext: { namespaceOptions: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' } } },
+  };
+  let id: string;
+  try {
+    id = await cri().cri.runPodSandbox(podConfig, handler);
+  } catch (e) {
+    throw new Error(`RunPodSandbox (${handler}): ${(e as Error).message}\n${ctrdLog()}`);
+  }
+  const { status } = await cri().cri.podSandboxStatus(id);
+  expect(status.state).toBe('SANDBOX_READY');
+  const ip = status.network?.ip ?? '';
+  const web = await cri().cri.createContainer(
+    id,
+    {
+      metadata: { name: 'web', attempt: 0 },
+      image: { image: cri().images.busybox },
+      command: [
+        'sh',
+        '-c',
+        `mkdir -p /w && echo hello-from-${handler} > /w/index.html && exec httpd -f -p 8080 -h /w`,
+      ],
+      logPath: 'web/0.log',
+      linux: { securityContext: { namespaceOptions: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' } } },
+    },
+    podConfig,
+  );
+  await cri().cri.startContainer(web);
+  return { handler, id, ip, web };
+}
+
+/** `wget` from a pod's container to another pod, retried while its httpd starts. */
+async function fetchFrom(from: Pod, to: Pod): Promise<string> {
+  return pollUntil(
+    async () => {
+      const r = await cri().cri.execSync(from.web, ['wget', '-q', '-O', '-', `http://${to.ip}:8080/`], 20);
+      return r.exitCode === 0 ? r.stdout.toString() : undefined;
+    },
+    {
+      timeoutMs: 60_000,
+      intervalMs: 500,
+      what: `${from.handler} pod to fetch from the ${to.handler} pod at ${to.ip}`,
+    },
+  );
+}
+
+describe('pods on a CNI bridge network', () => {
+  const pods: Partial<Record<RuntimeHandler, Pod>> = {};
+
+  it('RunPodSandbox gives each pod an IP from the CNI range, on eth0 of its container', async () => {
+    pods.kata = await startPod('kata');
+    pods.runc = await startPod('runc');
+    for (const p of [pods.kata, pods.runc]) {
+      expect(p.ip, `${p.handler} pod IP`).toMatch(new RegExp(`^10\\.234\\.${SUBNET_THIRD}\\.\\d+$`));
+      const r = await cri().cri.execSync(p.web, ['ip', '-o', '-4', 'addr', 'show', 'dev', 'eth0'], 20);
+      expect(r.exitCode, r.stderr.toString()).toBe(0);
+      expect(r.stdout.toString()).toContain(`inet ${p.ip}/24`);
+    }
+    expect(pods.kata.ip).not.toBe(pods.runc.ip);
+  });
+
+  it('a kata pod and a runc pod serve HTTP to each other', async () => {
+    const { kata, runc } = pods;
+    if (!kata || !runc) throw new Error('the pods did not start');
+    expect(await fetchFrom(kata, runc)).toBe('hello-from-runc\n');
+    expect(await fetchFrom(runc, kata)).toBe('hello-from-kata\n');
+  });
+
+  it('removing the pods leaves nothing: no VM, tap, veth, cgroup or state; no sysctl changed', async () => {
+    const ids: string[] = [];
+    for (const p of Object.values(pods)) {
+      await cri().cri.stopPodSandbox(p.id);
+      await cri().cri.removePodSandbox(p.id);
+      ids.push(p.id, p.web);
+    }
+    expect(await waitPodsGone(cri().ctrd, ids), ctrdLog()).toEqual([]);
+    expect(fs.readFileSync(IP_FORWARD, 'utf8')).toBe(forwardBefore);
+    await env?.stop();
+    env = undefined;
+    // The bridge is gone too; every host link, qdisc and netns is as before the file began.
+    expect(diffLeftovers(before, snapshotHost(), ids)).toEqual([]);
+  });
+});
