@@ -3,8 +3,8 @@
 // its "cannot mount root" panic; if it does not within a few seconds we use TCG. The verdict is cached per host
 // boot, kernel and QEMU binary in /run/kata-ts/accel.json, so only the first sandbox after a boot pays.
 import { spawn } from 'node:child_process';
-import { constants, accessSync } from 'node:fs';
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../common/log.js';
 import { logger } from '../common/log.js';
@@ -140,7 +140,7 @@ export async function probeAccelerator(
   const { kernel, path: qemu, machine_type } = config.hypervisor;
   const kvmDevice = opts.kvmDevice ?? '/dev/kvm';
   try {
-    accessSync(kvmDevice, constants.R_OK | constants.W_OK);
+    await access(kvmDevice, constants.R_OK | constants.W_OK);
   } catch (err) {
     return { accel: 'tcg', reason: `${kvmDevice} is not usable: ${(err as Error).message}`, cached: false };
   }

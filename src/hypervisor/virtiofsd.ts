@@ -2,9 +2,9 @@
 // supervised like QEMU. It runs with sandbox=chroot, i.e. in the host mount namespace, so mounts made under
 // the shared dir after it started (container rootfs bind mounts) are visible to the guest.
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
 import { promisify } from 'node:util';
+import { pathExists } from '../common/files.js';
 import type { Logger } from '../common/log.js';
 import { PollTimeoutError, pollUntil } from '../common/poll.js';
 import { type ChildExit, SupervisedChild, describeExit, formatTail } from './supervisor.js';
@@ -165,7 +165,7 @@ export class Virtiofsd {
     );
     try {
       await onSpawn?.(child.pid);
-      await pollUntil(() => existsSync(socketPath), {
+      await pollUntil(() => pathExists(socketPath), {
         timeoutMs: Math.max(deadline - Date.now(), 1),
         intervalMs: 10,
         signal: died.signal,

@@ -63,8 +63,8 @@ const V1_SUPER_OPTIONS_IGNORED = new Set([
   'cpuset_v2_mode',
 ]);
 
-function hierarchies(mountRoot: string, version: CgroupVersion): Hierarchy[] {
-  const infos = readMountInfo().filter(
+async function hierarchies(mountRoot: string, version: CgroupVersion): Promise<Hierarchy[]> {
+  const infos = (await readMountInfo()).filter(
     (m) => m.mountPoint === mountRoot || m.mountPoint.startsWith(`${mountRoot}/`),
   );
   if (version === 'v2') {
@@ -105,7 +105,7 @@ export class SandboxCgroup {
     if (this.resolved) return this.resolved;
     const mountRoot = path.resolve(this.opts.mountRoot ?? CGROUP_MOUNT_ROOT);
     const version = this.opts.version ?? (await detectCgroupVersion(mountRoot));
-    const hs = hierarchies(mountRoot, version);
+    const hs = await hierarchies(mountRoot, version);
     if (hs.length === 0)
       throw new Error(`sandbox ${this.sandboxId}: no cgroup ${version} hierarchy under ${mountRoot}`);
     const dirs: string[] = [];

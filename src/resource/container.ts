@@ -1,15 +1,16 @@
 // Host side of one container: its rootfs and bind-mount sources shared into the sandbox's virtio-fs dir, and the
 // spec rewritten to match. A record of the planned mounts is written before mounting, so a restarted shim (or a
 // failure halfway) can undo exactly what was done.
-import fs from 'node:fs';
+import type fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { pathExists } from '../common/files.js';
 import { logger } from '../common/log.js';
 import { checkId, sharedRootfsPath } from '../contract/index.js';
 import { writeFileAtomic } from '../persist/atomic.js';
 import { buildGuestSpec } from './guest-spec.js';
 import { BUNDLE_ROOTFS } from './layout.js';
-import { bindMount, isMountPoint, unmountTree } from './mount.js';
+import { type MountInfo, bindMount, isMountPoint, readMountInfo, unmountTree } from './mount.js';
 import { mountBundleRootfs, specRootDir } from './rootfs.js';
 import type { SharedFs } from './share-fs.js';
 import type { OciMount, OciSpec, PreparedContainer, RootfsMount } from './types.js';
@@ -31,11 +32,11 @@ function recordPath(sfs: SharedFs, cid: string): string {
   return path.join(sfs.recordsDir, `${cid}.json`);
 }
 
-function readRecord(sfs: SharedFs, cid: string): ContainerRecord | undefined {
+async function readRecord(sfs: SharedFs, cid: string): Promise<ContainerRecord | undefined> {
   const file = recordPath(sfs, cid);
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = await fsp.readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new Error(`read container record ${file}: ${(err as Error).message}`, { cause: err });
@@ -46,6 +47,17 @@ function readRecord(sfs: SharedFs, cid: string): ContainerRecord | undefined {
     return r;
   } catch (err) {
     throw new Error(`container record ${file} is corrupt: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** As fs.statSync(p, { throwIfNoEntry: false }): undefined when p (or a parent) is missing, else throws. */
+async function statOrUndefined(p: string, how: 'stat' | 'lstat' = 'stat'): Promise<fs.Stats | undefined> {
+  try {
+    return await (how === 'lstat' ? fsp.lstat(p) : fsp.stat(p));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw err;
   }
 }
 
@@ -70,10 +82,10 @@ export async function prepareContainer(
   const fail = (msg: string, cause?: unknown): Error =>
     new Error(`prepare container ${containerId} in sandbox ${sfs.sandboxId}: ${msg}`, { cause });
 
-  if (!isMountPoint(sfs.hostSharedDir)) {
+  if (!(await isMountPoint(sfs.hostSharedDir))) {
     throw fail(`shared fs is not set up (${sfs.hostSharedDir} is not a mount point)`);
   }
-  if (fs.existsSync(recordPath(sfs, containerId))) {
+  if (await pathExists(recordPath(sfs, containerId))) {
     throw fail('container is already prepared (release it first)');
   }
   const bundle = path.resolve(opts.bundle);
@@ -84,11 +96,15 @@ export async function prepareContainer(
   let plans: MountPlan[];
   let rootSource: string;
   try {
-    if (!fs.statSync(bundle, { throwIfNoEntry: false })?.isDirectory())
+    if (!(await statOrUndefined(bundle))?.isDirectory())
       throw new Error(`bundle ${bundle} is not a directory`);
-    plans = (spec.mounts ?? []).map((m) => planMount(containerId, m, bundle));
+    plans = [];
+    // One at a time, in spec order: the error names the first unusable mount, as before.
+    for (const m of spec.mounts ?? []) plans.push(await planMount(containerId, m, bundle));
     rootSource =
-      opts.rootfs.length > 0 ? path.join(bundle, BUNDLE_ROOTFS) : specRootDir(containerId, bundle, spec);
+      opts.rootfs.length > 0
+        ? path.join(bundle, BUNDLE_ROOTFS)
+        : await specRootDir(containerId, bundle, spec);
   } catch (err) {
     throw fail(errText(err), err);
   }
@@ -118,20 +134,20 @@ export async function prepareContainer(
   let step = '';
   try {
     if (opts.rootfs.length > 0) {
-      mountBundleRootfs(containerId, bundle, opts.rootfs);
+      await mountBundleRootfs(containerId, bundle, opts.rootfs);
     }
     step = `share rootfs ${rootSource} -> ${rootTarget}`;
-    fs.mkdirSync(rootTarget, { recursive: true, mode: 0o755 });
+    await fsp.mkdir(rootTarget, { recursive: true, mode: 0o755 });
     // Writable even for root.readonly: crun in the guest must make the spec's mount points (/proc, /dev,
     // /etc/resolv.conf, ...) in it, then remounts it read-only itself, as runc does on the host.
-    bindMount(rootSource, rootTarget);
+    await bindMount(rootSource, rootTarget);
     for (const p of plans) {
       if (p.kind !== 'share') continue;
       const target = path.join(sfs.hostSharedDir, p.name);
       step = `share bind mount ${p.mount.source} -> ${p.mount.destination} (via ${target}${p.readonly ? ', read-only' : ''})`;
-      if (p.isDir) fs.mkdirSync(target, { mode: 0o755 });
-      else fs.writeFileSync(target, '', { flag: 'wx', mode: 0o644 });
-      bindMount(p.hostSource, target, { readonly: p.readonly, recursive: p.recursive });
+      if (p.isDir) await fsp.mkdir(target, { mode: 0o755 });
+      else await fsp.writeFile(target, '', { flag: 'wx', mode: 0o644 });
+      await bindMount(p.hostSource, target, { readonly: p.readonly, recursive: p.recursive });
     }
   } catch (err) {
     log.warn({ err: errText(err), step }, 'prepare failed, undoing');
@@ -165,13 +181,13 @@ export async function releaseContainer(
   opts: { bundle?: string; rootfsMounted?: boolean } = {},
 ): Promise<void> {
   checkId('container', containerId);
-  let record = readRecord(sfs, containerId);
+  let record = await readRecord(sfs, containerId);
   if (!record) {
     const shared: ContainerRecord['shared'] = [];
     const pattern = sharedNamePattern(containerId);
     let names: string[] = [];
     try {
-      names = fs.readdirSync(sfs.hostSharedDir);
+      names = await fsp.readdir(sfs.hostSharedDir);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
@@ -179,7 +195,7 @@ export async function releaseContainer(
     if (names.includes(containerId)) shared.push({ target: rootTarget, source: '', isDir: true });
     for (const n of names.filter((n) => pattern.test(n))) {
       const target = path.join(sfs.hostSharedDir, n);
-      const st = fs.lstatSync(target, { throwIfNoEntry: false });
+      const st = await statOrUndefined(target, 'lstat');
       shared.push({ target, source: '', isDir: Boolean(st?.isDirectory()) });
     }
     const bundleRootfs =
@@ -240,9 +256,17 @@ async function removeIfExists(p: string, kind: 'dir' | 'file'): Promise<void> {
 /** Unmounts the record's mounts newest first, removes the mount points it created, then the record. */
 async function undo(sfs: SharedFs, record: ContainerRecord): Promise<void> {
   const errors: string[] = [];
+  // One mountinfo read lists every target's mounts: unmounting one target leaves the others' entries valid, and
+  // each unmountTree re-reads only after it unmounted something (to check nothing is left).
+  let infos: MountInfo[] | undefined;
+  try {
+    infos = await readMountInfo();
+  } catch {
+    infos = undefined; // each unmountTree reads (and reports) for itself
+  }
   for (const s of [...record.shared].reverse()) {
     try {
-      unmountTree(s.target);
+      await unmountTree(s.target, infos);
       // Only empty mount points are removed: rmdir/unlink cannot delete shared host data by mistake.
       if (s.isDir) await removeIfExists(s.target, 'dir');
       else await removeIfExists(s.target, 'file');
@@ -259,7 +283,7 @@ async function undo(sfs: SharedFs, record: ContainerRecord): Promise<void> {
   }
   if (record.bundleRootfs) {
     try {
-      unmountTree(record.bundleRootfs);
+      await unmountTree(record.bundleRootfs, infos);
     } catch (err) {
       errors.push(`${record.bundleRootfs}: ${errText(err)}`);
     }

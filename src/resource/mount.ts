@@ -1,11 +1,20 @@
 // Mount primitives over libc (koffi): mount(2), umount2(2) and the new mount API (open_tree, mount_setattr,
-// move_mount), containerd-style option parsing, and /proc/self/mountinfo reading. Calls are synchronous:
+// move_mount), containerd-style option parsing; mountinfo reading is in mountinfo.ts. Syscalls are synchronous:
 // mount syscalls are short and a worker round-trip would cost more than it saves.
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
-import path from 'node:path';
 import util from 'node:util';
 import type Koffi from 'koffi';
+import { type MountInfo, mountsAt, mountsUnder, readMountInfo, realpathExisting } from './mountinfo.js';
+
+export {
+  type MountInfo,
+  isMountPoint,
+  mountsUnder,
+  parseMountInfo,
+  readMountInfo,
+  realpathExisting,
+} from './mountinfo.js';
 
 export const MS_RDONLY = 0x1;
 export const MS_NOSUID = 0x2;
@@ -262,7 +271,7 @@ export function mountEntry(
  * propagate to peer namespaces (virtiofsd's sandbox) are read-only too. Without it (glibc < 2.36 or kernel
  * < 5.12) this falls back to bind + remount, where already-propagated copies stay writable.
  */
-export function bindMount(
+export async function bindMount(
   source: string,
   target: string,
   opts: {
@@ -270,7 +279,7 @@ export function bindMount(
     readonly?: boolean /** Use the mount(2) fallback even where the new API exists. */;
     legacy?: boolean;
   } = {},
-): void {
+): Promise<void> {
   const c = libc();
   const what = `bind mount ${source} on ${target}${opts.readonly ? ' read-only' : ''}`;
   if (c.newApi && opts.readonly && !opts.legacy) {
@@ -307,7 +316,7 @@ export function bindMount(
   sysMount(source, target, null, MS_BIND | (opts.recursive ? MS_REC : 0), null, what);
   if (opts.readonly) {
     try {
-      for (const m of mountsUnder(target).reverse()) {
+      for (const m of (await mountsUnder(target)).reverse()) {
         sysMount(
           null,
           m.mountPoint,
@@ -318,7 +327,7 @@ export function bindMount(
         );
       }
     } catch (err) {
-      unmountTree(target);
+      await unmountTree(target);
       throw err;
     }
   }
@@ -343,83 +352,19 @@ export function setPropagation(target: string, propagation: number): void {
   sysMount(null, target, null, propagation, null, `set propagation of ${target}`);
 }
 
-export interface MountInfo {
-  id: number;
-  parentId: number;
-  root: string;
-  mountPoint: string;
-  mountOptions: string[];
-  /** Optional fields: "shared:N", "master:N", ... */
-  optional: string[];
-  fstype: string;
-  source: string;
-  /** Per-superblock options (for cgroup v1 mounts: the controllers). */
-  superOptions: string[];
-}
-
-// mountinfo escapes space, tab, newline and backslash as \ooo.
-function unescapeOctal(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
-}
-
-export function readMountInfo(file = '/proc/self/mountinfo'): MountInfo[] {
-  const out: MountInfo[] = [];
-  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
-    if (!line) continue;
-    const f = line.split(' ');
-    const sep = f.indexOf('-', 6);
-    if (sep < 0) continue;
-    out.push({
-      id: Number(f[0]),
-      parentId: Number(f[1]),
-      root: unescapeOctal(f[3]!),
-      mountPoint: unescapeOctal(f[4]!),
-      mountOptions: f[5]!.split(','),
-      optional: f.slice(6, sep),
-      fstype: f[sep + 1]!,
-      source: unescapeOctal(f[sep + 2] ?? ''),
-      superOptions: (f[sep + 3] ?? '').split(','),
-    });
-  }
-  return out;
-}
-
-/** Mounts at or below dir (dir resolved through symlinks as far as it exists), in mountinfo order. */
-export function mountsUnder(dir: string): MountInfo[] {
-  const real = realpathExisting(dir);
-  return readMountInfo().filter((m) => m.mountPoint === real || m.mountPoint.startsWith(`${real}/`));
-}
-
-export function isMountPoint(p: string): boolean {
-  const real = realpathExisting(p);
-  return readMountInfo().some((m) => m.mountPoint === real);
-}
-
-/** Resolves the longest existing prefix of p, so a path that no longer exists still maps to mountinfo's view. */
-export function realpathExisting(p: string): string {
-  let cur = path.resolve(p);
-  const rest: string[] = [];
-  for (;;) {
-    try {
-      return path.join(fs.realpathSync(cur), ...rest);
-    } catch {
-      const parent = path.dirname(cur);
-      if (parent === cur) return path.resolve(p);
-      rest.unshift(path.basename(cur));
-      cur = parent;
-    }
-  }
-}
-
 /**
  * Unmounts everything at or below dir, deepest first (stacked mounts newest first); a mount that stays busy is
  * lazily detached. Returns the mount points that needed a lazy detach. Throws if anything remains.
+ * mountinfo is read once per round: the list to unmount comes from one read, and the next read (fresh, since
+ * unmounting changed it) both checks the result and lists what a further round must do. infos, a snapshot the
+ * caller read in this operation, stands in for the first read; a stale entry in it only costs an EINVAL.
  */
-export function unmountTree(dir: string): string[] {
+export async function unmountTree(dir: string, infos?: readonly MountInfo[]): Promise<string[]> {
   const lazy: string[] = [];
-  for (let round = 0; round < 8; round++) {
-    const mounts = mountsUnder(dir);
-    if (mounts.length === 0) return lazy;
+  // dir is resolved once: unmounting does not move it, and a dir that vanishes maps the same way.
+  const real = await realpathExisting(dir);
+  let mounts = mountsAt(infos ?? (await readMountInfo()), real);
+  for (let round = 0; round < 8 && mounts.length > 0; round++) {
     const ordered = mounts
       .map((m, i) => ({ m, i, depth: m.mountPoint.split('/').length }))
       .sort((a, b) => b.depth - a.depth || b.i - a.i);
@@ -432,11 +377,11 @@ export function unmountTree(dir: string): string[] {
         lazy.push(m.mountPoint);
       }
     }
+    mounts = mountsAt(await readMountInfo(), real);
   }
-  const left = mountsUnder(dir).map((m) => m.mountPoint);
-  if (left.length > 0) {
+  if (mounts.length > 0) {
     throw new MountError(
-      `unmount everything under ${dir}: still mounted: ${left.join(', ')}`,
+      `unmount everything under ${dir}: still mounted: ${mounts.map((m) => m.mountPoint).join(', ')}`,
       'EBUSY',
       undefined,
       dir,

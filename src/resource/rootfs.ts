@@ -1,6 +1,7 @@
 // The container rootfs on the host: containerd's snapshot mounts at <bundle>/rootfs (as its runc shim does), or
 // the bundle's own root.path when containerd sends no mounts.
-import fs from 'node:fs';
+import type fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { BUNDLE_ROOTFS } from './layout.js';
 import { mountEntry, unmountTree } from './mount.js';
@@ -14,19 +15,19 @@ function describe(m: RootfsMount): string {
  * Mounts containerd's rootfs entries, in order, at <bundle>/rootfs. On failure unmounts what it mounted and
  * throws an error naming the entry. Returns the mount point.
  */
-export function mountBundleRootfs(
+export async function mountBundleRootfs(
   containerId: string,
   bundle: string,
   mounts: readonly RootfsMount[],
-): string {
+): Promise<string> {
   const target = path.join(bundle, BUNDLE_ROOTFS);
-  fs.mkdirSync(target, { recursive: true, mode: 0o711 });
+  await fsp.mkdir(target, { recursive: true, mode: 0o711 });
   for (const m of mounts) {
     try {
       mountEntry(m, target);
     } catch (err) {
       try {
-        unmountTree(target);
+        await unmountTree(target);
       } catch (undoErr) {
         throw new Error(
           `container ${containerId}: mount rootfs ${describe(m)} at ${target} failed (${(err as Error).message}), ` +
@@ -46,7 +47,7 @@ export function mountBundleRootfs(
 }
 
 /** The host dir of spec.root.path (relative to the bundle), checked to be a directory. */
-export function specRootDir(containerId: string, bundle: string, spec: OciSpec): string {
+export async function specRootDir(containerId: string, bundle: string, spec: OciSpec): Promise<string> {
   const p = spec.root?.path;
   if (typeof p !== 'string' || p === '') {
     throw new Error(`container ${containerId}: no rootfs mounts were given and the spec has no root.path`);
@@ -54,7 +55,7 @@ export function specRootDir(containerId: string, bundle: string, spec: OciSpec):
   const dir = path.resolve(bundle, p);
   let st: fs.Stats;
   try {
-    st = fs.statSync(dir);
+    st = await fsp.stat(dir);
   } catch (err) {
     throw new Error(
       `container ${containerId}: spec root.path ${dir} is not usable: ${(err as NodeJS.ErrnoException).code ?? err}`,

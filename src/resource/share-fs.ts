@@ -11,6 +11,7 @@ import { DEFAULT_SHARED_FS_ROOT, RECORDS_SUBDIR, SHARED_SUBDIR } from './layout.
 import {
   MS_PRIVATE,
   MS_SHARED,
+  type MountInfo,
   bindMount,
   isMountPoint,
   mountsUnder,
@@ -65,8 +66,8 @@ export class SharedFs {
     try {
       await fs.mkdir(this.hostSharedDir, { recursive: true, mode: 0o750 });
       await fs.mkdir(this.recordsDir, { recursive: true, mode: 0o700 });
-      if (!isMountPoint(this.hostSharedDir)) {
-        bindMount(this.hostSharedDir, this.hostSharedDir);
+      if (!(await isMountPoint(this.hostSharedDir))) {
+        await bindMount(this.hostSharedDir, this.hostSharedDir);
       }
       setPropagation(this.hostSharedDir, MS_PRIVATE);
       setPropagation(this.hostSharedDir, MS_SHARED);
@@ -102,14 +103,16 @@ export class SharedFs {
    */
   async cleanup(): Promise<void> {
     const errors: string[] = [];
+    // Never delete through a mount: that would delete the host files shared into the sandbox. unmountTree
+    // succeeds only once a fresh mountinfo read shows nothing left, so only its failure needs another look.
+    let left: MountInfo[] = [];
     try {
-      const lazy = unmountTree(this.sandboxDir);
+      const lazy = await unmountTree(this.sandboxDir);
       if (lazy.length > 0) this.log.warn({ mounts: lazy }, 'busy mounts were lazily detached');
     } catch (err) {
       errors.push(err instanceof Error ? err.message : String(err));
+      left = await mountsUnder(this.sandboxDir);
     }
-    // Never delete through a mount: that would delete the host files shared into the sandbox.
-    const left = mountsUnder(this.sandboxDir);
     const records = await this.recordedContainers().catch((err: unknown) => {
       errors.push(err instanceof Error ? err.message : String(err));
       return [];

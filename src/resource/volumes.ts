@@ -1,6 +1,7 @@
 // Which OCI mounts the guest can do itself and which need a host path shared through virtio-fs.
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
+import type fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { GUEST_SHARED_DIR } from '../contract/index.js';
 import type { OciMount } from './types.js';
@@ -54,7 +55,7 @@ export function sharedNamePattern(containerId: string): RegExp {
  * Decides, without touching anything, how one spec mount reaches the guest. Throws (naming the mount) when a
  * bind mount's host source is missing or unusable.
  */
-export function planMount(containerId: string, m: OciMount, bundle: string): MountPlan {
+export async function planMount(containerId: string, m: OciMount, bundle: string): Promise<MountPlan> {
   const options = m.options ?? [];
   if (!isBindMount(m)) return { kind: 'guest', mount: m };
   const dest = path.posix.normalize(m.destination ?? '');
@@ -79,8 +80,8 @@ export function planMount(containerId: string, m: OciMount, bundle: string): Mou
   let st: fs.Stats;
   let hostSource: string;
   try {
-    hostSource = fs.realpathSync(source);
-    st = fs.statSync(hostSource);
+    hostSource = await fsp.realpath(source);
+    st = await fsp.stat(hostSource);
   } catch (err) {
     throw new Error(
       `container ${containerId}: bind mount ${m.source} -> ${m.destination}: source is not usable: ${

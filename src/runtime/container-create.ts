@@ -17,7 +17,7 @@ export interface CreateInGuestDeps {
 
 export async function createInGuest(c: Container, d: CreateInGuestDeps): Promise<void> {
   try {
-    c.init.openIo();
+    await c.init.openIo();
     const prepared = await d.fs.prepareContainer(c.id, {
       bundle: c.bundle,
       rootfs: c.rootfs,

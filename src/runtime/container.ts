@@ -102,20 +102,31 @@ export class Container {
     return p;
   }
 
-  addExec(execId: string, spec: OciProcess, stdio: StdioPaths): ContainerProcess {
+  async addExec(execId: string, spec: OciProcess, stdio: StdioPaths): Promise<ContainerProcess> {
     if (!execId) throw new RuntimeError('InvalidArgument', `exec in container ${this.id} needs an exec id`);
-    if (this.execs.has(execId)) throw alreadyExists(`exec ${execId} already exists in container ${this.id}`);
-    if (this.status === 'stopped')
-      throw failedPrecondition(`container ${this.id} is stopped; cannot exec ${execId}`);
+    this.checkExecAllowed(execId);
     if (!spec.args?.length)
       throw new RuntimeError('InvalidArgument', `exec ${execId} in container ${this.id} has no args`);
     const p = new ContainerProcess(this.id, execId, stdio, this.log.child({ exec_id: execId }), {
       ...spec,
       terminal: stdio.terminal,
     });
-    p.openIo();
+    await p.openIo();
+    // Checked again: an Exec of the same id, or the container's exit, may have come while the FIFOs opened.
+    try {
+      this.checkExecAllowed(execId);
+    } catch (e) {
+      await p.release();
+      throw e;
+    }
     this.execs.set(execId, p);
     return p;
+  }
+
+  private checkExecAllowed(execId: string): void {
+    if (this.execs.has(execId)) throw alreadyExists(`exec ${execId} already exists in container ${this.id}`);
+    if (this.status === 'stopped')
+      throw failedPrecondition(`container ${this.id} is stopped; cannot exec ${execId}`);
   }
 
   /**

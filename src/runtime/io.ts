@@ -2,7 +2,9 @@
 // stdout/stderr FIFOs (until a zero-length read, the agent's EOF, or an error), the stdin FIFO into WriteStdin, and
 // CloseIO (or the FIFO's writer closing) into CloseStdin once everything written before it was forwarded.
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import net from 'node:net';
+import { promisify } from 'node:util';
 import type { Logger } from '../common/log.js';
 import type { AgentClient } from './agent.js';
 import { errorMessage } from './errors.js';
@@ -32,9 +34,14 @@ interface Sink {
 
 const nullSink: Sink = { write: async () => {}, close: async () => {} };
 
-function isFifo(path: string): boolean {
+// The fd-returning forms: net.Socket takes a raw fd, which a FileHandle would close behind its back.
+const openFd = promisify(fs.open);
+const closeFd = promisify(fs.close);
+const readFd = promisify(fs.read);
+
+async function isFifo(path: string): Promise<boolean> {
   try {
-    return fs.statSync(path).isFIFO();
+    return (await fsp.stat(path)).isFIFO();
   } catch {
     return false;
   }
@@ -64,21 +71,22 @@ function socketSink(fd: number, what: string, log: Logger): Sink {
   };
 }
 
-function fileSink(path: string): Sink {
-  const fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o640);
+async function fileSink(path: string): Promise<Sink> {
+  const file = await fsp.open(
+    path,
+    fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT,
+    0o640,
+  );
   return {
-    write: (data) =>
-      new Promise<void>((resolve, reject) => {
-        fs.write(fd, data, (err) => (err ? reject(err) : resolve()));
-      }),
-    close: async () => {
-      fs.closeSync(fd);
+    write: async (data) => {
+      await file.write(data);
     },
+    close: () => file.close(),
   };
 }
 
 /** Opens containerd's stdout/stderr target: a FIFO, a file, or a file:// URI; "" discards. */
-function openSink(target: string, what: string, log: Logger): Sink {
+async function openSink(target: string, what: string, log: Logger): Promise<Sink> {
   if (!target) return nullSink;
   let path = target;
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(target)) {
@@ -90,14 +98,14 @@ function openSink(target: string, what: string, log: Logger): Sink {
     }
     path = decodeURIComponent(url.pathname);
   }
-  if (!isFifo(path)) return fileSink(path);
+  if (!(await isFifo(path))) return fileSink(path);
   let fd: number;
   try {
     // containerd opened the read side before asking us; if not, O_RDWR keeps the data until a reader comes.
-    fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+    fd = await openFd(path, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENXIO') throw e;
-    fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+    fd = await openFd(path, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
   }
   return socketSink(fd, what, log);
 }
@@ -116,6 +124,8 @@ export class ProcessIo {
   /** CloseIO arrived before the process started. */
   private closeRequested = false;
   private stdinFinishing: Promise<void> | undefined;
+  /** finishStdin's read of what the FIFO still holds, while it runs. */
+  private stdinDraining: Promise<void> | undefined;
   /** The stdin socket closes the fd itself once it wraps it. */
   private stdinSockOwnsFd = false;
   private started = false;
@@ -130,18 +140,18 @@ export class ProcessIo {
   ) {}
 
   /** Opens the FIFOs now (so a bad path fails Create/Exec), copying starts with start(). */
-  static open(paths: StdioPaths, containerId: string, execId: string, log: Logger): ProcessIo {
+  static async open(paths: StdioPaths, containerId: string, execId: string, log: Logger): Promise<ProcessIo> {
     const io = new ProcessIo(paths, containerId, execId, log);
     try {
-      io.stdoutSink = openSink(paths.stdout, 'stdout', log);
-      if (!paths.terminal) io.stderrSink = openSink(paths.stderr, 'stderr', log);
+      io.stdoutSink = await openSink(paths.stdout, 'stdout', log);
+      if (!paths.terminal) io.stderrSink = await openSink(paths.stderr, 'stderr', log);
       if (paths.stdin) {
         // Read side only: Linux reports hang-up on it only once a writer came and went, so the stream ends when
         // containerd closes its end (ctr does not send CloseIO when its stdin ends before Create returns).
-        io.stdinFd = fs.openSync(paths.stdin, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+        io.stdinFd = await openFd(paths.stdin, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
       }
     } catch (e) {
-      void io.close();
+      await io.close();
       throw new Error(
         `opening stdio of ${execId ? `exec ${execId} in ` : ''}container ${containerId}: ${errorMessage(e)}`,
         {
@@ -190,13 +200,15 @@ export class ProcessIo {
       this.stdinClosed = true;
       this.stdinSock?.pause();
       if (this.stdinFd !== undefined) {
-        for (const chunk of this.drainStdinFifo()) this.queueStdin(chunk);
+        this.stdinDraining = this.drainStdinFifo(this.stdinFd);
+        await this.stdinDraining;
       }
       await this.flushStdin();
       this.stdinSock?.destroy();
       this.stdinSock = undefined;
-      if (this.stdinFd !== undefined && !this.stdinSockOwnsFd) fs.closeSync(this.stdinFd);
+      const fd = this.stdinFd;
       this.stdinFd = undefined;
+      if (fd !== undefined && !this.stdinSockOwnsFd) await closeFd(fd);
       try {
         await this.agent?.closeStdin({ containerId: this.containerId, execId: this.execId });
       } catch (e) {
@@ -209,15 +221,14 @@ export class ProcessIo {
   /** Releases every fd; output loops end on their own when the agent connection goes. */
   async close(): Promise<void> {
     this.stdinClosed = true;
+    // A drain still reading the fd must finish first: closing under it could read from a reused fd number.
+    await this.stdinDraining;
     this.stdinSock?.destroy();
-    if (this.stdinFd !== undefined && !this.stdinSockOwnsFd) {
-      try {
-        fs.closeSync(this.stdinFd);
-      } catch {
-        // already closed
-      }
-    }
+    const fd = this.stdinFd;
     this.stdinFd = undefined;
+    if (fd !== undefined && !this.stdinSockOwnsFd) {
+      await closeFd(fd).catch(() => {}); // already closed
+    }
     await Promise.allSettled([this.stdoutSink.close(), this.stderrSink.close()]);
   }
 
@@ -274,13 +285,13 @@ export class ProcessIo {
     while (this.stdinInFlight.size > 0) await Promise.all([...this.stdinInFlight]);
   }
 
-  /** Non-blocking reads of whatever the FIFO still holds. */
-  private *drainStdinFifo(): Generator<Buffer> {
+  /** Non-blocking reads of whatever the FIFO still holds, queued for the agent; never rejects. */
+  private async drainStdinFifo(fd: number): Promise<void> {
     const buf = Buffer.alloc(READ_CHUNK);
     for (;;) {
       let n: number;
       try {
-        n = fs.readSync(this.stdinFd!, buf, 0, buf.length, null);
+        n = (await readFd(fd, buf, 0, buf.length, null)).bytesRead;
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK')
@@ -288,7 +299,7 @@ export class ProcessIo {
         return;
       }
       if (n <= 0) return;
-      yield Buffer.from(buf.subarray(0, n));
+      this.queueStdin(Buffer.from(buf.subarray(0, n)));
     }
   }
 

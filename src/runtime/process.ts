@@ -45,8 +45,8 @@ export class ContainerProcess {
   }
 
   /** Opens containerd's FIFOs; fails (naming the path) before anything runs in the guest. */
-  openIo(): void {
-    this.io = ProcessIo.open(this.stdio, this.containerId, this.execId, this.log);
+  async openIo(): Promise<void> {
+    this.io = await ProcessIo.open(this.stdio, this.containerId, this.execId, this.log);
   }
 
   /** The process runs in the guest: start copying stdio and wait for its exit. */

@@ -9,7 +9,8 @@ import type { StdioPaths } from './io.js';
 import type { OciSpec } from './oci.js';
 import type { ExitInfo } from './process.js';
 import { specNetnsPath } from './sandbox-network.js';
-import { Sandbox, type SandboxEvents } from './sandbox.js';
+import type { SandboxEvents } from './sandbox-options.js';
+import { Sandbox } from './sandbox.js';
 
 export interface RuntimeOptions {
   /** The shim's -id: the sandbox id (the first container's id, or the pod's sandbox id). */

@@ -15,7 +15,7 @@ import {
   emptyRecord,
   newInterfaces,
 } from '../resource/network/index.js';
-import { RuntimeError, errorMessage } from './errors.js';
+import { RuntimeError, errorMessage, withContext } from './errors.js';
 import { type NetworkAgent, configureGuestNetwork } from './network.js';
 import type { OciSpec } from './oci.js';
 
@@ -159,6 +159,13 @@ export class SandboxNetwork {
     if (!made.length) return;
     await this.plug(sink());
     await this.configureGuest(agent, signal);
+  }
+
+  /** The rescan at the sandbox container's Start: new NICs go to the running VM. */
+  async rescanAtStart(hv: { nicSink(): NicSink }, agent: NetworkAgent, signal?: AbortSignal): Promise<void> {
+    await this.rescan(() => hv.nicSink(), agent, signal).catch((e: unknown) => {
+      throw withContext(e, 'adding the network interfaces that appeared since create');
+    });
   }
 
   /**

@@ -9,54 +9,25 @@ import type { NetworkRecord } from '../resource/network/index.js';
 import { type AgentClient, type AgentConnection, watchOomEvents } from './agent.js';
 import { createInGuest } from './container-create.js';
 import { Container, type ExitListener, type ProcessState } from './container.js';
-import type {
-  PersistedSandbox,
-  RootfsMount,
-  RuntimeDeps,
-  SandboxCgroupHandle,
-  SharedFsHandle,
-} from './deps.js';
+import type { PersistedSandbox, SandboxCgroupHandle, SharedFsHandle } from './deps.js';
 import { RuntimeError, alreadyExists, attempts, errorMessage, notFound, withContext } from './errors.js';
 import type { StdioPaths } from './io.js';
-import { type OciProcess, type OciResources, type OciSpec, toGrpcSpec } from './oci.js';
+import type { OciProcess, OciResources } from './oci.js';
 import { type ContainerProcess, type ExitInfo, UNKNOWN_EXIT_STATUS } from './process.js';
 import { SandboxNetwork, internetworkingModel } from './sandbox-network.js';
+import type { CreateContainerRequest, SandboxOptions, SandboxStatus } from './sandbox-options.js';
+import { SandboxSizer } from './sandbox-sizing.js';
 import { StateWriter, sandboxSnapshot } from './sandbox-state.js';
 import { releaseSandboxResources } from './sandbox-teardown.js';
-import { describeVmExit, guestConsoleTail, sandboxRunDir, sandboxVmConfig } from './vm-config.js';
+import {
+  createSandboxRequest,
+  describeVmExit,
+  guestConsoleTail,
+  sandboxRunDir,
+  sandboxVmConfig,
+} from './vm-config.js';
 
 const VM_START_TIMEOUT_MS = 60_000;
-
-export type SandboxStatus = 'starting' | 'running' | 'stopping' | 'stopped';
-
-export interface SandboxEvents {
-  exit(p: ContainerProcess, e: ExitInfo): void;
-  oom(containerId: string): void;
-}
-
-export interface SandboxOptions {
-  id: string;
-  namespace: string;
-  /** The bundle of the container that created the sandbox (persisted for cleanup). */
-  bundle: string;
-  hostname: string;
-  config: KataConfig;
-  deps: RuntimeDeps;
-  log: Logger;
-  events: SandboxEvents;
-  /** Memory (bytes) and CPUs the first container asks for, added to the VM with static_sandbox_resource_mgmt. */
-  staticResources?: { memoryBytes: number; cpus: number };
-  /** The pod's network namespace from the OCI spec; without it the VM has loopback only (a fresh netns). */
-  netnsPath?: string;
-}
-
-export interface CreateContainerRequest {
-  id: string;
-  bundle: string;
-  spec: OciSpec;
-  rootfs: RootfsMount[];
-  stdio: StdioPaths;
-}
 
 /** Logs a start-up milestone; bench/startup.ts reads these lines (field `phase`) from the shim log. */
 export function phase(log: Logger, name: string, fields: Record<string, unknown> = {}): void {
@@ -71,6 +42,8 @@ export class Sandbox {
   private cgroup: SandboxCgroupHandle | undefined;
   private conn: AgentConnection | undefined;
   private net: SandboxNetwork | undefined;
+  /** Set with static_sandbox_resource_mgmt = false: the VM grows and shrinks with its containers' limits. */
+  private sizer: SandboxSizer | undefined;
   private netRecord: NetworkRecord | undefined;
   private stopping: Promise<void> | undefined;
   /** Why the VM exited on its own (set before the stop it causes). */
@@ -140,16 +113,15 @@ export class Sandbox {
     await this.fs.setup();
 
     this.hv = deps.createHypervisor(config, this.log);
-    await this.hv.prepareVm(
-      sandboxVmConfig({
-        sandboxId: id,
-        config,
-        hostSharedDir: this.fs.hostSharedDir,
-        staticResources: this.o.staticResources,
-        // The hypervisor persists through us before it creates anything on the host (run dir, processes, ...).
-        persistState: () => this.persistNow(this.status === 'running' ? 'running' : 'created'),
-      }),
-    );
+    const vm = sandboxVmConfig({
+      sandboxId: id,
+      config,
+      hostSharedDir: this.fs.hostSharedDir,
+      staticResources: this.o.staticResources,
+      // The hypervisor persists through us before it creates anything on the host (run dir, processes, ...).
+      persistState: () => this.persistNow(this.status === 'running' ? 'running' : 'created'),
+    });
+    await this.hv.prepareVm(vm);
     await this.setupNetwork();
     await this.hv.startVm(VM_START_TIMEOUT_MS);
     phase(this.log, 'vm_launched', { pids: this.hv.getPids() });
@@ -168,22 +140,13 @@ export class Sandbox {
     });
     phase(this.log, 'agent_ready');
     this.status = 'running';
-    await this.agent.createSandbox({
-      hostname: this.o.hostname,
-      storages: [this.fs.guestStorage()],
-      sandboxId: id,
-      sandboxPidns: false,
-      guestHookPath: config.hypervisor.guest_hook_path,
-      kernelModules: config.agent.kernel_modules.map((line) => {
-        const [name = '', ...parameters] = line.trim().split(/\s+/);
-        return { name, parameters };
-      }),
-    });
+    await this.agent.createSandbox(createSandboxRequest(config, id, this.o.hostname, this.fs.guestStorage()));
     phase(this.log, 'sandbox_created');
     if (this.net?.size) {
       await this.net.configureGuest(this.agent, this.stopped.signal);
       phase(this.log, 'network_configured');
     }
+    this.sizer = SandboxSizer.forSandbox(config, this.hv, () => this.agent, vm, this.log);
     await this.persistNow('running');
     void this.hv.exited.then((exit) => this.onVmExit(exit));
     void watchOomEvents(this.agent, {
@@ -241,6 +204,8 @@ export class Sandbox {
     );
     this.containers.set(req.id, c);
     try {
+      // Before CreateContainer, as Kata: the container's cgroup can then use what was added for it.
+      await this.sizer?.resize(req.id, req.spec.linux?.resources);
       await createInGuest(c, {
         agent: this.agent,
         fs: this.fs!,
@@ -250,6 +215,7 @@ export class Sandbox {
     } catch (e) {
       this.containers.delete(req.id);
       this.persistSoon();
+      this.shrinkFor(req.id);
       throw withContext(e, `creating container ${req.id}`);
     }
     c.init.pid = this.pid;
@@ -260,21 +226,15 @@ export class Sandbox {
   async start(containerId: string, execId: string): Promise<ContainerProcess> {
     const c = this.container(containerId);
     // Kata's rescan: interfaces a caller added to the netns after Create (Docker 26+) join before the pod runs.
-    if (containerId === this.id && !execId && this.net && this.hv) {
-      const hv = this.hv;
-      await this.net
-        .rescan(() => hv.nicSink(), this.agent, this.stopped.signal)
-        .catch((e: unknown) => {
-          throw withContext(e, 'adding the network interfaces that appeared since create');
-        });
-    }
+    if (containerId === this.id && !execId && this.hv)
+      await this.net?.rescanAtStart(this.hv, this.agent, this.stopped.signal);
     const p = await c.start(this.agent, execId, this.pid, this.onExit);
     if (!execId) phase(this.log.child({ container_id: containerId }), 'container_started');
     this.persistSoon();
     return p;
   }
 
-  exec(containerId: string, execId: string, spec: OciProcess, stdio: StdioPaths): ContainerProcess {
+  exec(containerId: string, execId: string, spec: OciProcess, stdio: StdioPaths): Promise<ContainerProcess> {
     return this.container(containerId).addExec(execId, spec, stdio);
   }
 
@@ -308,7 +268,18 @@ export class Sandbox {
   }
 
   async update(containerId: string, resources: OciResources): Promise<void> {
-    await this.container(containerId).update(this.agent, resources);
+    const c = this.container(containerId);
+    await this.sizer?.resize(containerId, resources);
+    await c.update(this.agent, resources);
+  }
+
+  /** A container gone: its share of the VM goes too (vCPUs; memory stays). Never fails the caller. */
+  private shrinkFor(containerId: string): void {
+    this.sizer
+      ?.resize(containerId, undefined)
+      .catch((e: unknown) =>
+        this.log.warn({ err: errorMessage(e), container_id: containerId }, 'shrinking the VM'),
+      );
   }
 
   async pause(containerId: string): Promise<void> {
@@ -354,6 +325,7 @@ export class Sandbox {
     if (!c.init.exit) c.init.markExited(status === 'created' ? 0 : UNKNOWN_EXIT_STATUS);
     for (const p of c.all()) await p.release();
     this.containers.delete(containerId);
+    if (this.status === 'running') this.shrinkFor(containerId);
     if (c.rootfsMounted) {
       await this.fs?.releaseContainer(containerId, { bundle: c.bundle, rootfsMounted: true });
       c.rootfsMounted = false;

@@ -1,10 +1,12 @@
 // The VM a sandbox asks its hypervisor for (size, boot devices, agent kernel params), and how a VM that went
 // away is described in errors. Pure apart from reading the guest console log.
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import { readFileTail } from '../common/files.js';
 import type { KataConfig } from '../config/types.js';
 import { AGENT_KERNEL_PARAMS, SHARED_FS_TAG } from '../contract/index.js';
 import type { VmConfig, VmExit } from '../hypervisor/hypervisor.js';
+import type { CreateSandboxRequestSchema, StorageSchema } from '../protocols/gen/agent_pb.js';
 
 export const VM_RUN_ROOT = '/run/vc/vm';
 const MIB = 1024 * 1024;
@@ -50,12 +52,37 @@ export function sandboxVmConfig(i: SandboxVmInput): VmConfig {
   };
 }
 
+/** The agent's CreateSandbox: host name, the shared fs, kernel modules from config (`name param...` lines). */
+export function createSandboxRequest(
+  config: KataConfig,
+  sandboxId: string,
+  hostname: string,
+  sharedFs: MessageInitShape<typeof StorageSchema>,
+): MessageInitShape<typeof CreateSandboxRequestSchema> {
+  return {
+    hostname,
+    storages: [sharedFs],
+    sandboxId,
+    sandboxPidns: false,
+    guestHookPath: config.hypervisor.guest_hook_path,
+    kernelModules: config.agent.kernel_modules.map((line) => {
+      const [name = '', ...parameters] = line.trim().split(/\s+/);
+      return { name, parameters };
+    }),
+  };
+}
+
 /** The last lines the guest kernel printed (<run dir>/console.log), for errors about a guest that died. */
+/** Enough for a kernel panic's cause and call trace. */
+const CONSOLE_TAIL_BYTES = 8 * 1024;
+
 export async function guestConsoleTail(runDir: string, lines = 6): Promise<string> {
   try {
-    const text = await readFile(path.join(runDir, 'console.log'), 'utf8');
+    // Only the end: a long-running guest's console can be large, and the lines shown are the last ones.
+    const { text, truncated } = await readFileTail(path.join(runDir, 'console.log'), CONSOLE_TAIL_BYTES);
     const all = text
       .split('\n')
+      .slice(truncated ? 1 : 0) // the first line is likely cut
       .map((l) => l.trimEnd())
       .filter(Boolean);
     // A panic's cause is above its stack trace: show it first.

@@ -1,7 +1,7 @@
 // containerd.task.v2.Task over the runtime: decode requests (bundle config.json, runtime options, exec and
 // update specs), call the runtime (lifecycle) or its sandbox (per-process operations), publish the task events,
 // and turn errors into containerd's status codes.
-import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fromBinary } from '@bufbuild/protobuf';
 import { type Any, timestampFromDate } from '@bufbuild/protobuf/wkt';
@@ -69,11 +69,11 @@ function jsonAny<T>(a: Any | undefined, what: string): T {
   }
 }
 
-function readBundleSpec(bundle: string): OciSpec {
+async function readBundleSpec(bundle: string): Promise<OciSpec> {
   const file = path.join(bundle, 'config.json');
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = await fsp.readFile(file, 'utf8');
   } catch (e) {
     throw new RuntimeError('InvalidArgument', `reading the OCI spec ${file}: ${(e as Error).message}`);
   }
@@ -166,7 +166,7 @@ export function createTaskService(o: TaskServiceOptions): TaskServiceHandle {
         checkRequestIds({ container: r.id });
         if (r.checkpoint || r.parentCheckpoint)
           throw new RuntimeError('Unimplemented', 'checkpoint/restore is not supported');
-        const spec = readBundleSpec(r.bundle);
+        const spec = await readBundleSpec(r.bundle);
         const { pid } = await runtime.create({
           id: r.id,
           bundle: r.bundle,
@@ -222,10 +222,10 @@ export function createTaskService(o: TaskServiceOptions): TaskServiceHandle {
       }),
 
     exec: (r) =>
-      rpc('Exec', { id: r.id, exec_id: r.execId }, () => {
+      rpc('Exec', { id: r.id, exec_id: r.execId }, async () => {
         checkRequestIds({ container: r.id, exec: r.execId });
         const spec = jsonAny<OciProcess>(r.spec, `the process spec of exec ${r.execId}`);
-        runtime.sandbox().exec(r.id, r.execId, spec, {
+        await runtime.sandbox().exec(r.id, r.execId, spec, {
           stdin: r.stdin,
           stdout: r.stdout,
           stderr: r.stderr,

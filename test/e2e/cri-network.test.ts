@@ -3,53 +3,27 @@
 // each reports its IP in PodSandboxStatus, sees it on eth0, and serves HTTP to the other. The bridge has no
 // address and nothing forwards or masquerades: pods reach only each other. Nothing is left after removal.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { pollUntil } from '../../src/common/poll.js';
-import { buildShim } from '../helpers/containerd.js';
 import type { PodSandboxConfig } from '../helpers/cri/client.js';
-import {
-  type CriContainerd,
-  type RuntimeHandler,
-  startCriContainerd,
-  waitPodsGone,
-} from '../helpers/cri/containerd-cri.js';
+import { type RuntimeHandler, waitPodsGone } from '../helpers/cri/containerd-cri.js';
+import { useCriSuite } from '../helpers/cri/suite.js';
 import { diffLeftovers, snapshotHost } from '../helpers/leftovers.js';
-import { baseOverrides, configText, guestImage } from './shim-fixtures.js';
 
 const SUBNET_THIRD = 100 + (process.pid % 100);
 const BRIDGE = `kt-br${process.pid % 10000}`;
 const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
 
-let env: CriContainerd | undefined;
-let confDir = '';
 let before = snapshotHost();
 let forwardBefore = '';
-
-function cri(): CriContainerd {
-  if (!env) throw new Error('the CRI containerd is not set up');
-  return env;
-}
-const ctrdLog = () => `--- containerd log ---\n${env?.ctrd.readLog().slice(-12_000) ?? ''}`;
-
-beforeAll(async () => {
-  buildShim();
+beforeAll(() => {
   before = snapshotHost();
   forwardBefore = fs.readFileSync(IP_FORWARD, 'utf8');
-  confDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-ts-crinet-'));
-  const kataConfigPath = path.join(confDir, 'configuration.toml');
-  fs.writeFileSync(kataConfigPath, configText(baseOverrides(await guestImage())));
-  env = await startCriContainerd({
-    kataConfigPath,
-    podNetwork: { bridge: BRIDGE, subnet: `10.234.${SUBNET_THIRD}.0/24` },
-  });
 });
-
-afterAll(async () => {
-  await env?.stop();
-  fs.rmSync(confDir, { recursive: true, force: true });
-});
+const suite = useCriSuite({ podNetwork: { bridge: BRIDGE, subnet: `10.234.${SUBNET_THIRD}.0/24` } });
+const cri = () => suite.cri();
+const ctrdLog = () => suite.log();
 
 interface Pod {
   handler: RuntimeHandler;
@@ -132,6 +106,21 @@ describe('pods on a CNI bridge network', () => {
     expect(await fetchFrom(runc, kata)).toBe('hello-from-kata\n');
   });
 
+  // PodSandboxStats is not here: containerd 1.6 reads it from the pod's host cgroup (cgroup_parent, which
+  // kubelet always sets), and kata-ts does not place its sandboxes under the pod's cgroup parent yet.
+  it('ContainerStats reports CPU and memory of each pod container', async () => {
+    for (const p of Object.values(pods)) {
+      const c = await cri().cri.containerStats(p.web);
+      expect(c.attributes?.id).toBe(p.web);
+      expect(Number(c.cpu?.usageCoreNanoSeconds?.value ?? 0), `${p.handler} container CPU`).toBeGreaterThan(
+        0,
+      );
+      expect(Number(c.memory?.workingSetBytes?.value ?? 0), `${p.handler} container memory`).toBeGreaterThan(
+        0,
+      );
+    }
+  });
+
   it('removing the pods leaves nothing: no VM, tap, veth, cgroup or state; no sysctl changed', async () => {
     const ids: string[] = [];
     for (const p of Object.values(pods)) {
@@ -141,8 +130,7 @@ describe('pods on a CNI bridge network', () => {
     }
     expect(await waitPodsGone(cri().ctrd, ids), ctrdLog()).toEqual([]);
     expect(fs.readFileSync(IP_FORWARD, 'utf8')).toBe(forwardBefore);
-    await env?.stop();
-    env = undefined;
+    await suite.stop();
     // The bridge is gone too; every host link, qdisc and netns is as before the file began.
     expect(diffLeftovers(before, snapshotHost(), ids)).toEqual([]);
   });

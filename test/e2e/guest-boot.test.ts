@@ -145,9 +145,9 @@ describe.skipIf(!canRun)('guest image boot', () => {
       await vm.waitForConsole(/"msg":"kernel modules loaded"/).then(() => vm.console()),
       'kernel modules loaded',
     );
-    expect(later!.modules).toEqual(
-      expect.arrayContaining(['virtiofs', 'overlay', 'virtio_blk', 'virtio_net']),
-    );
+    expect(later!.modules).toEqual(expect.arrayContaining(['virtiofs', 'overlay', 'virtio_blk']));
+    // This VM has no NIC: virtio-net's driver is left out (src/agent/nic-driver.ts).
+    expect(later!.modules).not.toContain('virtio_net');
     expect(init!.cgroupControllers).toEqual(expect.arrayContaining(['cpu', 'memory', 'pids']));
     expect(init!.hostname).toBe('guest-test');
     expect(init!.loopback).toBe(true);

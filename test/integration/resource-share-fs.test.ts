@@ -9,8 +9,8 @@ import { bindMount, readMountInfo, unmountTree } from '../../src/resource/mount.
 const tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'kata-sfs-')));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-function mountsIn(dir: string) {
-  return readMountInfo().filter((m) => m.mountPoint === dir || m.mountPoint.startsWith(`${dir}/`));
+async function mountsIn(dir: string) {
+  return (await readMountInfo()).filter((m) => m.mountPoint === dir || m.mountPoint.startsWith(`${dir}/`));
 }
 
 describe('SharedFs', () => {
@@ -20,7 +20,7 @@ describe('SharedFs', () => {
     expect(sfs.hostSharedDir).toBe(path.join(root, 'sandbox1', 'shared'));
     await sfs.setup();
     await sfs.setup();
-    const m = mountsIn(sfs.hostSharedDir);
+    const m = await mountsIn(sfs.hostSharedDir);
     expect(m).toHaveLength(1);
     expect(m[0]!.optional.some((o) => o.startsWith('shared:'))).toBe(true);
     expect(sfs.guestStorage()).toMatchObject({
@@ -31,7 +31,7 @@ describe('SharedFs', () => {
     });
     await sfs.cleanup();
     await sfs.cleanup();
-    expect(mountsIn(root)).toEqual([]);
+    expect(await mountsIn(root)).toEqual([]);
     expect(fs.readdirSync(root)).toEqual([]);
   });
 
@@ -44,12 +44,12 @@ describe('SharedFs', () => {
     await first.setup();
     const a = path.join(first.hostSharedDir, 'x');
     fs.mkdirSync(a);
-    bindMount(src, a);
-    bindMount(src, a, { readonly: true });
-    bindMount(src, path.join(a, 'sub'));
+    await bindMount(src, a);
+    await bindMount(src, a, { readonly: true });
+    await bindMount(src, path.join(a, 'sub'));
     // A new object, as a restarted shim would make, knows only the id.
     await new SharedFs('sandbox2', { root }).cleanup();
-    expect(mountsIn(root)).toEqual([]);
+    expect(await mountsIn(root)).toEqual([]);
     expect(fs.existsSync(path.join(root, 'sandbox2'))).toBe(false);
     expect(fs.readFileSync(path.join(src, 'keep'), 'utf8')).toBe('precious');
   });
@@ -63,30 +63,30 @@ describe('SharedFs', () => {
 describe('bindMount', () => {
   it.each([false, true])(
     'makes a recursive read-only bind read-only all the way down (legacy=%s)',
-    (legacy) => {
+    async (legacy) => {
       const src = path.join(tmp, `c-src-${legacy}`);
       const inner = path.join(tmp, `c-inner-${legacy}`);
       const dst = path.join(tmp, `c-dst-${legacy}`);
       for (const d of [path.join(src, 'sub'), inner, dst]) fs.mkdirSync(d, { recursive: true });
       fs.writeFileSync(path.join(inner, 'f'), 'inner');
-      bindMount(inner, path.join(src, 'sub'), { readonly: false });
+      await bindMount(inner, path.join(src, 'sub'), { readonly: false });
       try {
-        bindMount(src, dst, { recursive: true, readonly: true, legacy });
+        await bindMount(src, dst, { recursive: true, readonly: true, legacy });
         expect(fs.readFileSync(path.join(dst, 'sub', 'f'), 'utf8')).toBe('inner');
         expect(() => fs.writeFileSync(path.join(dst, 'x'), '')).toThrow(/EROFS/);
         expect(() => fs.writeFileSync(path.join(dst, 'sub', 'f'), '')).toThrow(/EROFS/);
         // The source stays writable.
         fs.writeFileSync(path.join(src, 'sub', 'f'), 'still rw');
       } finally {
-        unmountTree(dst);
-        unmountTree(src);
+        await unmountTree(dst);
+        await unmountTree(src);
       }
-      expect(mountsIn(tmp)).toEqual([]);
+      expect(await mountsIn(tmp)).toEqual([]);
     },
   );
 
-  it('names source and target when it fails', () => {
-    expect(() => bindMount(path.join(tmp, 'missing'), path.join(tmp, 'also-missing'))).toThrow(
+  it('names source and target when it fails', async () => {
+    await expect(bindMount(path.join(tmp, 'missing'), path.join(tmp, 'also-missing'))).rejects.toThrow(
       `bind mount ${tmp}/missing on ${tmp}/also-missing: ENOENT (No such file or directory)`,
     );
   });

@@ -28,7 +28,7 @@ describe('planMount', () => {
   const link = path.join(tmp, 'resolv-link');
   fs.symlinkSync(file, link);
 
-  it('leaves system mounts to the guest', () => {
+  it('leaves system mounts to the guest', async () => {
     for (const m of [
       { destination: '/proc', type: 'proc', source: 'proc' },
       { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755'] },
@@ -39,12 +39,12 @@ describe('planMount', () => {
       { destination: '/sys/fs/cgroup', type: 'bind', source: '/sys/fs/cgroup', options: ['rbind'] },
       { destination: '/dev/null', type: 'bind', source: '/dev/null', options: ['bind'] },
     ]) {
-      expect(planMount('c', m, tmp)).toEqual({ kind: 'guest', mount: m });
+      expect(await planMount('c', m, tmp)).toEqual({ kind: 'guest', mount: m });
     }
   });
 
-  it('turns a host /dev/shm bind into a guest tmpfs', () => {
-    const p = planMount(
+  it('turns a host /dev/shm bind into a guest tmpfs', async () => {
+    const p = await planMount(
       'c',
       { destination: '/dev/shm', type: 'bind', source: tmp, options: ['rbind', 'ro'] },
       tmp,
@@ -57,8 +57,8 @@ describe('planMount', () => {
     });
   });
 
-  it('shares host files and dirs (CRI /etc files too) under <cid>-<hex>-<basename>', () => {
-    const p = planMount(
+  it('shares host files and dirs (CRI /etc files too) under <cid>-<hex>-<basename>', async () => {
+    const p = await planMount(
       'ctr1',
       { destination: '/etc/resolv.conf', source: link, options: ['rbind', 'ro'] },
       tmp,
@@ -78,7 +78,11 @@ describe('planMount', () => {
       source: `${GUEST_SHARED_DIR}/${p.name}`,
       options: ['rbind', 'ro'],
     });
-    const d = planMount('ctr1', { destination: '/data', type: 'bind', source: '.', options: ['bind'] }, tmp);
+    const d = await planMount(
+      'ctr1',
+      { destination: '/data', type: 'bind', source: '.', options: ['bind'] },
+      tmp,
+    );
     expect(d).toMatchObject({
       kind: 'share',
       hostSource: tmp,
@@ -88,11 +92,11 @@ describe('planMount', () => {
     });
   });
 
-  it('names the mount when the source is unusable', () => {
-    expect(() =>
+  it('names the mount when the source is unusable', async () => {
+    await expect(
       planMount('c9', { destination: '/x', type: 'bind', source: '/no/such', options: [] }, tmp),
-    ).toThrow('container c9: bind mount /no/such -> /x: source is not usable: ENOENT');
-    expect(() => planMount('c9', { destination: '/x', type: 'bind' }, tmp)).toThrow(
+    ).rejects.toThrow('container c9: bind mount /no/such -> /x: source is not usable: ENOENT');
+    await expect(planMount('c9', { destination: '/x', type: 'bind' }, tmp)).rejects.toThrow(
       /bind mount for \/x has no source/,
     );
   });

@@ -2,6 +2,7 @@
 // the host: create/start/wait/delete, stdio (order, stdin + CloseIO), exec, kill, pause, stats, events, errors.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { type DescMessage, type MessageInitShape, create, fromBinary } from '@bufbuild/protobuf';
@@ -92,11 +93,15 @@ function fifos(name: string) {
   return { stdin: p('stdin'), stdout: p('stdout'), stderr: p('stderr') };
 }
 
-/** containerd's side of an output FIFO: everything until EOF. */
+/**
+ * containerd's side of an output FIFO: everything until EOF. Non-blocking, as containerd reads it: a blocking
+ * open or read would hold one of libuv's four threadpool threads for as long as the process runs, and the shim
+ * under test (same process) needs that pool for its own async fs calls.
+ */
 async function readAll(fifo: string): Promise<string> {
-  const fh = await fs.promises.open(fifo, 'r');
+  const fd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   const chunks: Buffer[] = [];
-  for await (const c of fh.createReadStream()) chunks.push(c as Buffer);
+  for await (const c of new net.Socket({ fd, readable: true, writable: false })) chunks.push(c as Buffer);
   return Buffer.concat(chunks).toString();
 }
 

@@ -1,7 +1,6 @@
 // The QEMU process from spawn to "running": waiting for its QMP socket and run state (bounded by the start
 // deadline, ended early by its death), who it is on the host (pid + start time), what it left in its run dir.
-import { existsSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { pathExists, readFileTail } from '../../common/files.js';
 import type { Logger } from '../../common/log.js';
 import { PollTimeoutError, pollUntil } from '../../common/poll.js';
 import type { VmProcess } from '../hypervisor.js';
@@ -43,7 +42,7 @@ export async function connectQmp(
   try {
     return await pollUntil(
       async () => {
-        if (!existsSync(qmpPath)) return undefined;
+        if (!(await pathExists(qmpPath))) return undefined;
         try {
           return await connectQmpWithFdPassing(qmpPath, {
             timeoutMs: Math.max(deadline - Date.now(), 100),
@@ -126,16 +125,7 @@ export async function refuseLiveRunDir(runDir: string): Promise<void> {
 /** The last bytes the guest printed on its console (ttyS0 → console.log). */
 export async function consoleTail(runDir: string, bytes = 2048): Promise<string> {
   try {
-    const fh = await open(runDirPaths(runDir).consoleLog, 'r');
-    try {
-      const { size } = await fh.stat();
-      const start = Math.max(0, size - bytes);
-      const buf = Buffer.alloc(size - start);
-      await fh.read(buf, 0, buf.length, start);
-      return buf.toString('utf8');
-    } finally {
-      await fh.close();
-    }
+    return (await readFileTail(runDirPaths(runDir).consoleLog, bytes)).text;
   } catch {
     return '';
   }

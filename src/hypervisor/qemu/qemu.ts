@@ -2,8 +2,8 @@
 // at once; QMP drives it after boot; virtiofsd is started before QEMU and stopped after it. The jobs it
 // coordinates live beside it: config-check.ts (rules), boot-plan.ts (devices at boot), process.ts (QEMU from
 // spawn to running), hotplug.ts (devices, vCPUs, memory at run time).
-import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
+import { pathExists } from '../../common/files.js';
 import type { Logger } from '../../common/log.js';
 import { logger } from '../../common/log.js';
 import type { KataConfig } from '../../config/types.js';
@@ -184,7 +184,7 @@ export class QemuHypervisor implements Hypervisor {
     await refuseLiveRunDir(cfg.runDir);
     // Persisted before the run dir exists, so cleanup after a crash knows to remove it.
     await this.persist();
-    this.createdRunDir = !existsSync(cfg.runDir);
+    this.createdRunDir = !(await pathExists(cfg.runDir));
     await mkdir(cfg.runDir, { recursive: true, mode: 0o750 });
   }
 

@@ -8,12 +8,15 @@ import type {
   Container,
   ContainerConfig,
   ContainerState,
+  ContainerStats,
   ContainerStatusResponse,
   ExecSyncResponse,
   Image,
   KeyValue,
+  LinuxContainerResources,
   PodSandbox,
   PodSandboxConfig,
+  PodSandboxStats,
   PodSandboxStatusResponse,
   VersionResponse,
 } from './types.js';
@@ -207,6 +210,22 @@ export class CriClient {
       { containerId, cmd, timeout: timeoutSec },
       { timeoutMs: (timeoutSec || 60) * 1000 + DEFAULT_TIMEOUT_MS, ...o },
     );
+  }
+
+  async updateContainerResources(
+    containerId: string,
+    linux: LinuxContainerResources,
+    o?: CallOptions,
+  ): Promise<void> {
+    await this.rt('updateContainerResources', { containerId, linux }, { timeoutMs: SLOW_TIMEOUT_MS, ...o });
+  }
+
+  async containerStats(containerId: string, o?: CallOptions): Promise<ContainerStats> {
+    return (await this.rt<{ stats: ContainerStats }>('containerStats', { containerId }, o)).stats;
+  }
+
+  async podSandboxStats(podSandboxId: string, o?: CallOptions): Promise<PodSandboxStats> {
+    return (await this.rt<{ stats: PodSandboxStats }>('podSandboxStats', { podSandboxId }, o)).stats;
   }
 
   async listImages(o?: CallOptions): Promise<Image[]> {

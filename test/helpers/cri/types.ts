@@ -100,7 +100,14 @@ export interface ContainerConfig {
   logPath?: string;
   stdin?: boolean;
   tty?: boolean;
-  linux?: { securityContext?: LinuxContainerSecurityContext };
+  linux?: { securityContext?: LinuxContainerSecurityContext; resources?: LinuxContainerResources };
+}
+
+/** CRI's LinuxContainerResources (the part tests set). */
+export interface LinuxContainerResources {
+  cpuPeriod?: Int64;
+  cpuQuota?: Int64;
+  memoryLimitInBytes?: Int64;
 }
 
 export type ContainerState =
@@ -156,4 +163,31 @@ export interface Image {
   repoTags: string[];
   repoDigests: string[];
   size: string;
+}
+
+/** A UInt64Value (int64s arrive as decimal strings). */
+export interface UInt64Value {
+  value: string;
+}
+
+export interface ContainerStats {
+  attributes: { id: string; metadata: { name: string } } | null;
+  cpu: { usageCoreNanoSeconds: UInt64Value | null } | null;
+  memory: { workingSetBytes: UInt64Value | null } | null;
+}
+
+export interface NetworkInterfaceUsage {
+  name: string;
+  rxBytes: UInt64Value | null;
+  txBytes: UInt64Value | null;
+}
+
+export interface PodSandboxStats {
+  attributes: { id: string } | null;
+  linux: {
+    cpu: { usageCoreNanoSeconds: UInt64Value | null } | null;
+    memory: { workingSetBytes: UInt64Value | null } | null;
+    network: { defaultInterface: NetworkInterfaceUsage | null; interfaces: NetworkInterfaceUsage[] } | null;
+    containers: ContainerStats[];
+  } | null;
 }
