@@ -83,6 +83,7 @@ export function unresolvedDefaults(): KataConfig {
       kernel_modules: [],
       container_pipe_size: 0,
       create_container_timeout: 60,
+      health_check_request_timeout_ms: 90_000,
     },
     runtime: {
       enable_debug: false,

@@ -143,6 +143,7 @@ const agentKeys: Keys<AgentConfig> = {
   kernel_modules: { kind: 'strings', check: nonEmptyEntries },
   container_pipe_size: { kind: 'int', min: 0 },
   create_container_timeout: { kind: 'int', min: 1 },
+  health_check_request_timeout_ms: { kind: 'int', min: 100 },
 };
 
 const runtimeKeys: Keys<RuntimeConfig, 'disable_selinux'> &

@@ -67,6 +67,8 @@ export interface AgentConfig {
   container_pipe_size: number;
   /** Seconds the agent may take for CreateContainer (runtime-rs keeps it in [agent.kata]). */
   create_container_timeout: number;
+  /** Deadline of a Health.Check (runtime-rs [agent.kata]); a running VM whose agent misses it is hung. */
+  health_check_request_timeout_ms: number;
 }
 
 export interface RuntimeConfig {

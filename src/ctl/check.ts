@@ -4,7 +4,12 @@ import fs from 'node:fs';
 import type { Command } from 'commander';
 import { loadConfiguration } from '../config/index.js';
 import type { KataConfig } from '../config/types.js';
-import { checkQemuConfig, resolveAccelerator } from '../hypervisor/index.js';
+import {
+  VHOST_NET_DEVICE,
+  checkQemuConfig,
+  resolveAccelerator,
+  vhostNetAvailable,
+} from '../hypervisor/index.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 export interface CheckItem {
@@ -30,6 +35,16 @@ export async function runChecks(config: KataConfig, warnings: string[]): Promise
     name: 'accelerator',
     status: accel.accel === 'kvm' ? 'ok' : 'warn',
     detail: `${accel.accel}: ${accel.reason}${accel.cached ? ' (cached probe)' : ''}`,
+  });
+  const vhost = await vhostNetAvailable();
+  items.push({
+    name: 'vhost-net',
+    status: vhost && !config.hypervisor.disable_vhost_net ? 'ok' : 'warn',
+    detail: config.hypervisor.disable_vhost_net
+      ? 'disabled by hypervisor.disable_vhost_net: NICs use a plain tap'
+      : vhost
+        ? `${VHOST_NET_DEVICE}: NICs use vhost-net`
+        : `no ${VHOST_NET_DEVICE} (load vhost_net): NICs use a plain tap, packets go through QEMU`,
   });
   const cg2 = fs.existsSync('/sys/fs/cgroup/cgroup.controllers');
   items.push({ name: 'host cgroups', status: 'ok', detail: cg2 ? 'v2 (unified)' : 'v1 / hybrid' });

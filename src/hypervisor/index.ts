@@ -20,6 +20,7 @@ export {
   terminateProcess,
 } from './proc.js';
 export { AGENT_VSOCK_PORT, chooseAgentChannel, hostHasVhostVsock } from './vsock.js';
+export { VHOST_NET_DEVICE, vhostNetAvailable } from './vhost-net.js';
 
 /** A fresh, unprepared hypervisor for one sandbox. */
 export function createHypervisor(config: KataConfig, log?: Logger, opts?: QemuDriverOptions): Hypervisor {

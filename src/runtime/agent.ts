@@ -22,6 +22,8 @@ export interface AgentConnection {
   close(): void;
   /** Called once when the connection drops (VM gone, agent crashed). */
   onClose(listener: (err: Error) => void): void;
+  /** One Health.Check (the watchdog's probe). */
+  check(timeoutMs: number, signal?: AbortSignal): Promise<void>;
 }
 
 export interface ConnectAgentOptions {
@@ -107,6 +109,9 @@ export async function connectAgent(ep: AgentEndpoint, opts: ConnectAgentOptions)
     }),
     close: () => ready.close(),
     onClose: (l) => ready.onClose(l),
+    check: async (timeoutMs, signal) => {
+      await createClient(Health, ready).check({ service: '' }, { timeoutMs, signal });
+    },
   };
 }
 

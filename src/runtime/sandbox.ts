@@ -6,6 +6,7 @@ import type { Hypervisor, VmExit } from '../hypervisor/hypervisor.js';
 import type { ProcessIdentity } from '../hypervisor/proc.js';
 import type { StatsContainerResponse } from '../protocols/gen/agent_pb.js';
 import type { NetworkRecord } from '../resource/network/index.js';
+import { watchAgent } from './agent-watchdog.js';
 import { type AgentClient, type AgentConnection, watchOomEvents } from './agent.js';
 import { createInGuest } from './container-create.js';
 import { Container, type ExitListener, type ProcessState } from './container.js';
@@ -152,6 +153,14 @@ export class Sandbox {
     void watchOomEvents(this.agent, {
       signal: this.stopped.signal,
       onOom: (cid) => this.o.events.oom(cid),
+      log: this.log,
+    });
+    const conn = this.conn;
+    void watchAgent({
+      check: (t, signal) => conn.check(t, signal),
+      timeoutMs: config.agent.health_check_request_timeout_ms,
+      signal: this.stopped.signal,
+      onDead: (reason) => this.onVmGone(reason),
       log: this.log,
     });
   }
@@ -382,8 +391,15 @@ export class Sandbox {
 
   private onVmExit(exit: VmExit): void {
     if (this.status !== 'running') return;
-    this.vmGone = exit.reason;
     this.log.error({ reason: exit.reason, stderr: exit.stderrTail }, 'the VM exited unexpectedly');
+    this.onVmGone(exit.reason);
+  }
+
+  /** The VM is dead or hung: its containers exit (255) and everything is released, without asking the agent. */
+  private onVmGone(reason: string): void {
+    if (this.status !== 'running') return;
+    this.vmGone = reason;
+    this.log.error({ reason }, 'the VM is gone; stopping the sandbox');
     void this.stop().catch((e: unknown) =>
       this.log.error({ err: errorMessage(e) }, 'cleanup after the VM died'),
     );

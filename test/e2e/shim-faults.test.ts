@@ -59,3 +59,45 @@ describe.each(['qemu', 'virtiofsd'] as const)('kill -9 of %s under a running con
     expect((await suite.k.ctrd.ctr(['container', 'delete', cid])).code).toBe(0);
   });
 });
+
+describe('a hung VM (QEMU stopped with SIGSTOP) under a running container', () => {
+  it('is noticed by the health check: exit 255, Delete works, the VM is killed and nothing is left', async () => {
+    const conf = suite.k.writeConfig('watchdog.toml', {
+      'agent.kata': { health_check_request_timeout_ms: 3000 },
+    });
+    const cid = suite.id('hung');
+    const r = await suite.k.run(['-d', '--runtime-config-path', conf, suite.k.image, cid, 'sleep', '300']);
+    expect(r.code, explain(r)).toBe(0);
+    const exec = suite.k.ctrd.ctr(['task', 'exec', '--exec-id', 'e1', cid, 'sleep', '200'], {
+      timeoutMs: 90_000,
+    });
+    await pollUntil(
+      async () => (await suite.k.ctrd.ctr(['task', 'ps', cid])).stdout.split('\n').length > 2 || undefined,
+      { timeoutMs: 30_000, intervalMs: 200, what: `exec e1 of ${cid} to run` },
+    ).catch(() => undefined);
+    const qemu = await sandboxProcess(cid, 'qemu');
+    process.kill(qemu, 'SIGSTOP');
+    try {
+      const done = await exec;
+      expect(done.code, explain(done)).not.toBe(0);
+      await pollUntil(
+        async () => {
+          const ls = await suite.k.ctrd.ctr(['task', 'ls']);
+          return new RegExp(`^${cid}\\s+\\d+\\s+STOPPED`, 'm').test(ls.stdout) || undefined;
+        },
+        { timeoutMs: 60_000, intervalMs: 250, what: `${cid} to show STOPPED after its VM hung` },
+      );
+      const del = await suite.k.ctrd.ctr(['task', 'delete', cid]);
+      expect(del.code, explain(del)).toBe(0);
+      expect(del.stdout + del.stderr).toMatch(/255/);
+      expect((await suite.k.ctrd.ctr(['container', 'delete', cid])).code).toBe(0);
+      expect(suite.k.ctrd.readLog()).toMatch(/health checks in a row.*the VM is hung/);
+    } finally {
+      try {
+        process.kill(qemu, 'SIGCONT'); // if the test failed before the runtime killed it
+      } catch {
+        // gone, as it should be
+      }
+    }
+  });
+});

@@ -96,6 +96,10 @@ describe('QEMU config checks (driver and kata-ctl check share them)', () => {
     // kata-ctl check lists the same failures (it adds configuration, accelerator and cgroup items).
     const items = await runChecks(testKataConfig({ ...cfg.hypervisor, accel: 'tcg' }), []);
     const ctlFailed = items.filter((i) => i.status === 'fail').map((i) => i.detail);
+    // It also says whether NICs get vhost-net (never a failure: plain tap works everywhere).
+    expect(items.find((i) => i.name === 'vhost-net')).toMatchObject({
+      status: expect.stringMatching(/^(ok|warn)$/),
+    });
     expect(ctlFailed.slice(0, 3)).toEqual(failed.slice(0, 3).map((c) => c.detail));
   });
 });

@@ -1,17 +1,8 @@
 // vhost-net: the host kernel moves the NIC's packets instead of QEMU's main loop, where /dev/vhost-net exists.
 import fs from 'node:fs';
+import { VHOST_NET_DEVICE, vhostNetAvailable } from '../../hypervisor/vhost-net.js';
 
-export const VHOST_NET_DEVICE = '/dev/vhost-net';
-
-/** For `kata-ctl check`: whether this host can give NICs vhost-net. */
-export async function vhostNetAvailable(device = VHOST_NET_DEVICE): Promise<boolean> {
-  try {
-    await fs.promises.access(device, fs.constants.R_OK | fs.constants.W_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
+export { VHOST_NET_DEVICE, vhostNetAvailable };
 
 /** Opens one vhost-net fd per queue, or [] when the device is missing or disabled (plain tap then). */
 export async function openVhostNet(queues: number, device = VHOST_NET_DEVICE): Promise<number[]> {
