@@ -1,4 +1,4 @@
-// The pod's VM sized by its containers, as with Kata's default static_sandbox_resource_mgmt = false: through
+// The pod's VM sized by its containers, as with the Kata Go runtime's default static_sandbox_resource_mgmt = false: through
 // containerd's CRI plugin, a container with a 1-CPU / 256 MiB limit hot-adds a vCPU and memory to the pod's VM
 // before it is created (its guest cgroup gets the limits), UpdateContainerResources applies new limits in the
 // guest, and removing the container takes its vCPU back. A container without limits watches from inside.
