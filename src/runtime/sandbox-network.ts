@@ -153,19 +153,19 @@ export class SandboxNetwork {
     );
   }
 
-  /** Kata's rescan at Start: interfaces added to the netns after Create are hot-plugged and configured. */
-  async rescan(sink: () => NicSink, agent: NetworkAgent, signal?: AbortSignal): Promise<void> {
-    const made = await this.addInterfaces();
-    if (!made.length) return;
-    await this.plug(sink());
-    await this.configureGuest(agent, signal);
-  }
-
-  /** The rescan at the sandbox container's Start: new NICs go to the running VM. */
+  /**
+   * Kata's rescan at the sandbox container's Start: interfaces added to the netns after Create are hot-plugged
+   * into the running VM and configured.
+   */
   async rescanAtStart(hv: { nicSink(): NicSink }, agent: NetworkAgent, signal?: AbortSignal): Promise<void> {
-    await this.rescan(() => hv.nicSink(), agent, signal).catch((e: unknown) => {
+    try {
+      const made = await this.addInterfaces();
+      if (!made.length) return;
+      await this.plug(hv.nicSink());
+      await this.configureGuest(agent, signal);
+    } catch (e) {
       throw withContext(e, 'adding the network interfaces that appeared since create');
-    });
+    }
   }
 
   /**

@@ -1,7 +1,6 @@
 // Two kata pods on a Linux bridge inside a netns this test made ("lan"): kata → kata HTTP over IPv4 and IPv6,
 // a pod with two NICs (the second to another test netns), and UDP (a DNS query to a server on the lan, its
 // answer back). Addresses only inside these netns (10.235.x.0/24, 10.236.x.0/24, fd00:235:x::/64).
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pollUntil } from '../../src/common/poll.js';
@@ -10,12 +9,7 @@ import { useKataSuite } from './shim-suite.js';
 
 const suite = useKataSuite();
 const netns = new TestNetns();
-let servers: ChildProcess[] = [];
-afterEach(() => {
-  for (const s of servers) s.kill('SIGKILL');
-  servers = [];
-  netns.destroyAll();
-});
+afterEach(() => netns.destroyAll());
 
 /** A DNS server on `ip`:53 (UDP) that answers every A query with 10.9.9.9 and every other query with nothing. */
 async function dnsServer(ns: string, ip: string): Promise<void> {
@@ -30,14 +24,7 @@ s.on('message', (q, from) => {
   s.send(Buffer.concat([head, ans]), from.port, from.address);
 });
 s.bind(53, ${JSON.stringify(ip)}, () => console.log('up'));`;
-  const s = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', code], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  servers.push(s);
-  await new Promise<void>((resolve, reject) => {
-    s.stdout?.once('data', () => resolve());
-    s.once('exit', (c) => reject(new Error(`DNS server exited (${c}) before listening`)));
-  });
+  await netns.serve(ns, code, 'DNS server');
 }
 
 function explain(what: string, r: { code: number | null; stdout: string; stderr: string }): string {
@@ -49,7 +36,7 @@ describe('kata pods on a bridge', () => {
     const n = randomInt(1, 250);
     const hex = n.toString(16);
     const lan = netns.add();
-    const ipn = (ns: string, args: string[]) => sh('ip', ['-n', ns, ...args]);
+    const ipn = (ns: string, args: string[]) => netns.ip(ns, args);
     ipn(lan.name, ['link', 'add', 'br0', 'type', 'bridge']);
     ipn(lan.name, ['link', 'set', 'br0', 'up']);
     ipn(lan.name, ['addr', 'add', `10.235.${n}.1/24`, 'dev', 'br0']);
@@ -57,20 +44,7 @@ describe('kata pods on a bridge', () => {
       const ns = netns.add();
       const ip = `10.235.${n}.${10 + i}`;
       const ip6 = `fd00:235:${hex}::${10 + i}`;
-      ipn(ns.name, [
-        'link',
-        'add',
-        'eth0',
-        'address',
-        `0a:58:0a:eb:00:${10 + i}`,
-        'type',
-        'veth',
-        'peer',
-        'name',
-        `v${p}`,
-        'netns',
-        lan.name,
-      ]);
+      netns.veth(ns.name, 'eth0', lan.name, `v${p}`, { mac: `0a:58:0a:eb:00:${10 + i}` });
       ipn(lan.name, ['link', 'set', `v${p}`, 'master', 'br0', 'up']);
       ipn(ns.name, ['addr', 'add', `${ip}/24`, 'dev', 'eth0']);
       ipn(ns.name, ['addr', 'add', `${ip6}/64`, 'dev', 'eth0', 'nodad']);
@@ -81,7 +55,7 @@ describe('kata pods on a bridge', () => {
     const [a, b] = pods as [(typeof pods)[0], (typeof pods)[0]];
     // Pod a's second NIC, to a netns of its own.
     const side = netns.add();
-    ipn(a.ns.name, ['link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'vside', 'netns', side.name]);
+    netns.veth(a.ns.name, 'eth1', side.name, 'vside');
     ipn(a.ns.name, ['addr', 'add', `10.236.${n}.2/24`, 'dev', 'eth1']);
     ipn(a.ns.name, ['link', 'set', 'eth1', 'up']);
     ipn(side.name, ['addr', 'add', `10.236.${n}.1/24`, 'dev', 'vside']);

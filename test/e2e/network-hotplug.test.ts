@@ -3,7 +3,7 @@
 // netdev_add + device_add on a root port); the guest loads virtio-net only then, and is configured before the
 // container runs. containerd's clients always Create and Start together, so the shim's Task service is driven
 // in-process over ttrpc, with the real runtime, QEMU and guest. Addresses only inside the netns made here.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -119,22 +119,7 @@ describe('a NIC added to the pod netns between Create and Start', () => {
         { timeoutMs: 240_000 },
       );
       // Only now does the pod netns get its interface.
-      sh('ip', [
-        '-n',
-        pod.name,
-        'link',
-        'add',
-        'eth0',
-        'address',
-        mac,
-        'type',
-        'veth',
-        'peer',
-        'name',
-        'veth0',
-        'netns',
-        peer.name,
-      ]);
+      netns.veth(pod.name, 'eth0', peer.name, 'veth0', { mac });
       sh('ip', ['-n', pod.name, 'addr', 'add', '10.232.0.2/24', 'dev', 'eth0']);
       sh('ip', ['-n', pod.name, 'link', 'set', 'eth0', 'up']);
       sh('ip', ['-n', pod.name, 'route', 'add', 'default', 'via', '10.232.0.1']);

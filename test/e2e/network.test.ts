@@ -3,7 +3,6 @@
 // neighbours, and traffic flows both ways between the container and a peer netns. Everything here happens in
 // netns this file makes (10.231.x.0/24, fd00:231::/64); no route leads anywhere else. After each test the taps
 // and qdiscs the runtime made are gone from the pod netns, and the netns are deleted.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pollUntil } from '../../src/common/poll.js';
@@ -12,12 +11,7 @@ import { useKataSuite } from './shim-suite.js';
 
 const suite = useKataSuite();
 const netns = new TestNetns();
-let servers: ChildProcess[] = [];
-afterEach(() => {
-  for (const s of servers) s.kill('SIGKILL');
-  servers = [];
-  netns.destroyAll();
-});
+afterEach(() => netns.destroyAll());
 
 function explain(what: string, r: { code: number | null; stdout: string; stderr: string }): string {
   return `${what}: ctr exit ${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}\n--- containerd log ---\n${suite.k.ctrd.readLog().slice(-6000)}`;
@@ -43,23 +37,8 @@ function podNetwork(): PodNet {
   const podIp6 = `fd00:231:${n.toString(16)}::2`;
   const mac = '0a:58:0a:e7:00:02';
   const neighbour = { ip: `10.231.${n}.9`, mac: '0a:58:0a:e7:00:09' };
-  const ipn = (ns: string, args: string[]) => sh('ip', ['-n', ns, ...args]);
-  ipn(pod.name, [
-    'link',
-    'add',
-    'eth0',
-    'mtu',
-    '1400',
-    'address',
-    mac,
-    'type',
-    'veth',
-    'peer',
-    'name',
-    'veth0',
-    'netns',
-    peer.name,
-  ]);
+  const ipn = (ns: string, args: string[]) => netns.ip(ns, args);
+  netns.veth(pod.name, 'eth0', peer.name, 'veth0', { mac, mtu: 1400 });
   ipn(pod.name, ['addr', 'add', `${podIp}/24`, 'dev', 'eth0']);
   ipn(pod.name, ['addr', 'add', `${podIp6}/64`, 'dev', 'eth0', 'nodad']);
   ipn(pod.name, ['link', 'set', 'eth0', 'up']);
@@ -75,14 +54,7 @@ function podNetwork(): PodNet {
 /** An HTTP server in the peer netns answering `body` on peerIp:8080 (a Node child under `ip netns exec`). */
 async function peerServer(net: PodNet, body: string): Promise<void> {
   const code = `require('http').createServer((q,s)=>s.end(${JSON.stringify(body)})).listen(8080,${JSON.stringify(net.peerIp)},()=>console.log('up'))`;
-  const s = spawn('ip', ['netns', 'exec', net.peer.name, process.execPath, '-e', code], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  servers.push(s);
-  await new Promise<void>((resolve, reject) => {
-    s.stdout?.once('data', () => resolve());
-    s.once('exit', (c) => reject(new Error(`peer server exited (${c}) before listening`)));
-  });
+  await netns.serve(net.peer.name, code, 'peer server');
 }
 
 function podLinks(net: PodNet): string[] {

@@ -26,37 +26,50 @@ async function sandboxProcess(cid: string, comm: 'qemu' | 'virtiofsd'): Promise<
   return Number(out[0]);
 }
 
+/** A detached `sleep` container with an exec `sleep` running in the guest; `exec` is the exec's ctr call. */
+async function runWithExec(cid: string, runArgs: string[], execTimeoutMs: number) {
+  const r = await suite.k.run(['-d', ...runArgs, suite.k.image, cid, 'sleep', '300']);
+  expect(r.code, explain(r)).toBe(0);
+  const exec = suite.k.ctrd.ctr(['task', 'exec', '--exec-id', 'e1', cid, 'sleep', '200'], {
+    timeoutMs: execTimeoutMs,
+  });
+  await pollUntil(
+    async () => (await suite.k.ctrd.ctr(['task', 'ps', cid])).stdout.split('\n').length > 2 || undefined,
+    { timeoutMs: 30_000, intervalMs: 200, what: `exec e1 of ${cid} to run` },
+  ).catch(() => undefined);
+  return { exec };
+}
+
+/** The exec failed, the task shows STOPPED, Delete reports 255 and the container goes. */
+async function expectDeadVmExit(
+  cid: string,
+  exec: Promise<{ code: number | null; stdout: string; stderr: string }>,
+  timeoutMs: number,
+): Promise<void> {
+  const done = await exec;
+  expect(done.code, explain(done)).not.toBe(0);
+  await pollUntil(
+    async () => {
+      const ls = await suite.k.ctrd.ctr(['task', 'ls']);
+      return new RegExp(`^${cid}\\s+\\d+\\s+STOPPED`, 'm').test(ls.stdout) || undefined;
+    },
+    { timeoutMs, intervalMs: 250, what: `${cid} to show STOPPED` },
+  ).catch(async (e: Error) => {
+    throw new Error(`${e.message}\n${explain(await suite.k.ctrd.ctr(['task', 'ls']))}`);
+  });
+  const del = await suite.k.ctrd.ctr(['task', 'delete', cid]);
+  expect(del.code, explain(del)).toBe(0);
+  expect(del.stdout + del.stderr).toMatch(/255/);
+  expect((await suite.k.ctrd.ctr(['container', 'delete', cid])).code).toBe(0);
+}
+
 describe.each(['qemu', 'virtiofsd'] as const)('kill -9 of %s under a running container', (victim) => {
   it('is an exit of 255 for the container and its exec; Delete works and the shim goes', async () => {
     const cid = suite.id(`kill-${victim}`);
-    const r = await suite.k.run(['-d', suite.k.image, cid, 'sleep', '300']);
-    expect(r.code, explain(r)).toBe(0);
-    const exec = suite.k.ctrd.ctr(['task', 'exec', '--exec-id', 'e1', cid, 'sleep', '200'], {
-      timeoutMs: 60_000,
-    });
     // The exec is running in the guest before the VM dies.
-    await pollUntil(
-      async () => (await suite.k.ctrd.ctr(['task', 'ps', cid])).stdout.split('\n').length > 2 || undefined,
-      { timeoutMs: 30_000, intervalMs: 200, what: `exec e1 of ${cid} to run` },
-    ).catch(() => undefined);
+    const { exec } = await runWithExec(cid, [], 60_000);
     process.kill(await sandboxProcess(cid, victim), 'SIGKILL');
-
-    const done = await exec;
-    expect(done.code, explain(done)).not.toBe(0);
-    const stopped = await pollUntil(
-      async () => {
-        const ls = await suite.k.ctrd.ctr(['task', 'ls']);
-        return new RegExp(`^${cid}\\s+\\d+\\s+STOPPED`, 'm').test(ls.stdout) ? ls : undefined;
-      },
-      { timeoutMs: 20_000, intervalMs: 250, what: `${cid} to show STOPPED` },
-    ).catch(async (e: Error) => {
-      throw new Error(`${e.message}\n${explain(await suite.k.ctrd.ctr(['task', 'ls']))}`);
-    });
-    expect(stopped.stdout).toMatch(new RegExp(`^${cid}\\s`, 'm'));
-    const del = await suite.k.ctrd.ctr(['task', 'delete', cid]);
-    expect(del.code, explain(del)).toBe(0);
-    expect(del.stdout + del.stderr).toMatch(/255/);
-    expect((await suite.k.ctrd.ctr(['container', 'delete', cid])).code).toBe(0);
+    await expectDeadVmExit(cid, exec, 20_000);
   });
 });
 
@@ -66,31 +79,11 @@ describe('a hung VM (QEMU stopped with SIGSTOP) under a running container', () =
       'agent.kata': { health_check_request_timeout_ms: 3000 },
     });
     const cid = suite.id('hung');
-    const r = await suite.k.run(['-d', '--runtime-config-path', conf, suite.k.image, cid, 'sleep', '300']);
-    expect(r.code, explain(r)).toBe(0);
-    const exec = suite.k.ctrd.ctr(['task', 'exec', '--exec-id', 'e1', cid, 'sleep', '200'], {
-      timeoutMs: 90_000,
-    });
-    await pollUntil(
-      async () => (await suite.k.ctrd.ctr(['task', 'ps', cid])).stdout.split('\n').length > 2 || undefined,
-      { timeoutMs: 30_000, intervalMs: 200, what: `exec e1 of ${cid} to run` },
-    ).catch(() => undefined);
+    const { exec } = await runWithExec(cid, ['--runtime-config-path', conf], 90_000);
     const qemu = await sandboxProcess(cid, 'qemu');
     process.kill(qemu, 'SIGSTOP');
     try {
-      const done = await exec;
-      expect(done.code, explain(done)).not.toBe(0);
-      await pollUntil(
-        async () => {
-          const ls = await suite.k.ctrd.ctr(['task', 'ls']);
-          return new RegExp(`^${cid}\\s+\\d+\\s+STOPPED`, 'm').test(ls.stdout) || undefined;
-        },
-        { timeoutMs: 60_000, intervalMs: 250, what: `${cid} to show STOPPED after its VM hung` },
-      );
-      const del = await suite.k.ctrd.ctr(['task', 'delete', cid]);
-      expect(del.code, explain(del)).toBe(0);
-      expect(del.stdout + del.stderr).toMatch(/255/);
-      expect((await suite.k.ctrd.ctr(['container', 'delete', cid])).code).toBe(0);
+      await expectDeadVmExit(cid, exec, 60_000);
       expect(suite.k.ctrd.readLog()).toMatch(/health checks in a row.*the VM is hung/);
     } finally {
       try {

@@ -13,4 +13,3 @@ export {
   tapName,
 } from './endpoint.js';
 export { type NetworkRecord, type TapRecord, emptyRecord, cleanupNetworkLeftovers } from './record.js';
-export { vhostNetAvailable, VHOST_NET_DEVICE } from './vhost.js';

@@ -2,8 +2,6 @@
 import fs from 'node:fs';
 import { VHOST_NET_DEVICE, vhostNetAvailable } from '../../hypervisor/vhost-net.js';
 
-export { VHOST_NET_DEVICE, vhostNetAvailable };
-
 /** Opens one vhost-net fd per queue, or [] when the device is missing or disabled (plain tap then). */
 export async function openVhostNet(queues: number, device = VHOST_NET_DEVICE): Promise<number[]> {
   if (!(await vhostNetAvailable(device))) return [];
