@@ -1,78 +1,12 @@
 // The agent's end of the virtio-serial port `agent.channel.0`: finds /dev/vportNpM by name, turns it into a
 // Duplex stream per host connection, and starts over when the host goes away (shim restart, reconnect).
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
-import net from 'node:net';
+import type net from 'node:net';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../common/log.js';
-
-// ---- fd → stream ----
-// Node's public API only wraps TCP and unix sockets (net.Socket({ fd }) rejects a character device or an
-// AF_VSOCK socket as ERR_INVALID_FD_TYPE). libuv's pipe handle works on any pollable fd, so the agent uses the
-// pipe_wrap binding that net itself is built on.
-
-interface PipeHandle {
-  open(fd: number): number;
-  listen(backlog: number): number;
-  close(cb?: () => void): void;
-  onconnection: ((status: number, client: PipeHandle | undefined) => void) | null;
-}
-interface PipeWrapBinding {
-  Pipe: new (type: number) => PipeHandle;
-  constants: { SOCKET: number; SERVER: number };
-}
-
-function pipeWrap(): PipeWrapBinding {
-  const proc = process as unknown as { binding(name: 'pipe_wrap'): PipeWrapBinding };
-  return proc.binding('pipe_wrap');
-}
-
-/** Wraps an open, pollable fd (char device or connected socket) into a net.Socket that owns it (even on failure). */
-export function streamFromFd(fd: number, what: string): net.Socket {
-  const { Pipe, constants } = pipeWrap();
-  const handle = new Pipe(constants.SOCKET);
-  const rc = handle.open(fd);
-  if (rc !== 0) {
-    fs.closeSync(fd);
-    throw new Error(`wrapping fd ${fd} (${what}) in a stream: libuv error ${rc}`);
-  }
-  return new net.Socket({ handle, readable: true, writable: true } as net.SocketConstructorOpts);
-}
-
-/**
- * Listens on an already bound stream-socket fd; each accepted connection becomes a net.Socket. Takes ownership
- * of the fd: it is closed on failure and by close().
- */
-export function listenOnFd(
-  fd: number,
-  what: string,
-  onConnection: (sock: net.Socket) => void,
-  onError: (err: Error) => void,
-): { close(): void } {
-  const { Pipe, constants } = pipeWrap();
-  const handle = new Pipe(constants.SERVER);
-  let rc = handle.open(fd);
-  if (rc !== 0) {
-    fs.closeSync(fd);
-    throw new Error(`wrapping listening fd ${fd} (${what}): libuv error ${rc}`);
-  }
-  handle.onconnection = (status, client) => {
-    if (status !== 0 || !client) {
-      onError(new Error(`accepting a connection on ${what}: libuv error ${status}`));
-      return;
-    }
-    onConnection(
-      new net.Socket({ handle: client, readable: true, writable: true } as net.SocketConstructorOpts),
-    );
-  };
-  rc = handle.listen(128);
-  if (rc !== 0) {
-    handle.close();
-    throw new Error(`listening on ${what}: libuv error ${rc}`);
-  }
-  return { close: () => handle.close() };
-}
+import { streamFromFd } from '../common/node-internals.js';
+import { dupFd } from './native.js';
 
 // ---- finding the port ----
 
@@ -115,17 +49,6 @@ export async function waitForVirtioPort(name: string, timeoutMs: number): Promis
 }
 
 // ---- the channel ----
-
-type Dup = (fd: number) => number;
-let dupFn: Dup | undefined;
-function dup(fd: number): number {
-  if (!dupFn) {
-    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
-    const f = koffi.load('libc.so.6').func('int dup(int)');
-    dupFn = (n) => f(n) as number;
-  }
-  return dupFn(fd);
-}
 
 export interface PortChannelOptions {
   /** Port name given by the host (`agent.channel.0`). */
@@ -189,8 +112,7 @@ export class VirtioPortChannel {
     if (this.stopped) return;
     let sock: net.Socket;
     try {
-      const fd = dup(this.portFd);
-      if (fd < 0) throw new Error('dup of the port fd failed');
+      const fd = dupFd(this.portFd);
       sock = streamFromFd(fd, this.device);
     } catch (e) {
       this.opts.log.error(

@@ -18,18 +18,12 @@ import {
   createClient,
 } from '../protocols/ttrpc/index.js';
 import { VirtioPortChannel } from './channel.js';
-import {
-  CHANNEL_MODULES,
-  type InitReport,
-  bootModules,
-  initGuest,
-  loadKernelModulesInBackground,
-  mountBasics,
-  parseKernelCmdline,
-  powerOff,
-  startDebugConsole,
-  uptimeSeconds,
-} from './init.js';
+import { parseKernelCmdline } from './init/cmdline.js';
+import { startDebugConsole } from './init/debug-console.js';
+import { CHANNEL_MODULES, bootModules, loadKernelModulesInBackground } from './init/modules.js';
+import { mountBasics } from './init/mounts.js';
+import { type InitReport, initGuest, uptimeSeconds } from './init/pid1.js';
+import { powerOff } from './init/power.js';
 import { NIC_MODULES, ensureNicDriver, hasNic } from './nic-driver.js';
 import { startReaper } from './reaper.js';
 import { createAgentService } from './service.js';

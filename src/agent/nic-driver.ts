@@ -1,7 +1,7 @@
 // virtio-net's driver is loaded only once the VM has a NIC: at boot when one was cold-plugged, otherwise when the
 // host asks about interfaces after hot-plugging one. A VM without a network loads none of it.
 import fs from 'node:fs';
-import { hasVirtioDevice, loadKernelModulesInBackground } from './init.js';
+import { hasVirtioDevice, loadKernelModulesInBackground } from './init/modules.js';
 
 export const NIC_MODULES = ['virtio_net'];
 const VIRTIO_ID_NET = 1;

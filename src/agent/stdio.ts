@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import tty from 'node:tty';
+import { setTtyWriterNonBlocking } from '../common/node-internals.js';
 import { closeFd, dupFd, pipe } from './native.js';
 
 export interface OutputOptions {
@@ -363,7 +364,7 @@ export class TtyIo implements ProcessIo {
     const writer = new tty.WriteStream(writeFd);
     // tty.WriteStream makes its fd blocking (for a local terminal's stdout). Here it is a pty master
     // shared with the reader: a blocked write would stall the whole agent, so undo it.
-    (writer as unknown as { _handle?: { setBlocking?(b: boolean): number } })._handle?.setBlocking?.(false);
+    setTtyWriterNonBlocking(writer);
     this.stdin = new InputStream(writer);
     this.stderr = new OutputStream(null);
   }

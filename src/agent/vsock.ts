@@ -1,8 +1,8 @@
 // The agent's AF_VSOCK listener (Kata's default channel, port 1024). Node has no AF_VSOCK: the socket is made
-// and bound through koffi, then libuv accepts on it and each connection becomes a net.Socket.
+// and bound through libc (native.ts), then libuv accepts on it and each connection becomes a net.Socket.
 import type net from 'node:net';
-import { VMADDR_CID_ANY, sockaddrVm, vsockLibc, vsockSocket } from '../common/vsock.js';
-import { listenOnFd } from './channel.js';
+import { listenOnFd } from '../common/node-internals.js';
+import { bindVsock } from './native.js';
 
 export interface VsockListener {
   port: number;
@@ -15,13 +15,7 @@ export function listenVsock(
   onConnection: (sock: net.Socket) => void,
   onError: (err: Error) => void,
 ): VsockListener {
-  const c = vsockLibc();
-  const fd = vsockSocket(`vsock port ${port}`);
-  if (c.bind(fd, sockaddrVm(VMADDR_CID_ANY, port), 16) !== 0) {
-    const errno = c.errno();
-    c.close(fd);
-    throw new Error(`vsock port ${port}: bind failed with errno ${errno}`);
-  }
+  const fd = bindVsock(port);
   // From here the listener owns the fd.
   const srv = listenOnFd(fd, `vsock port ${port}`, onConnection, onError);
   return { port, close: () => srv.close() };

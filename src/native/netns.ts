@@ -1,75 +1,10 @@
-// Every libc call of the network resource, in one place (koffi): opening a tap inside a netns from a worker
-// thread that setns(2)'d into it, a unix socket made with socket()+connect() so that its fd can also carry
-// SCM_RIGHTS (sendmsg), and close(2). Node has no public API for either.
-import { createRequire } from 'node:module';
+// The network resource's system calls (through libc.ts): opening a tap inside a netns from a worker thread
+// that setns(2)'d into it, and a unix socket made with socket()+connect() so that its fd can also carry
+// SCM_RIGHTS (sendmsg). Node has no public API for either.
 import { Worker } from 'node:worker_threads';
-import type Koffi from 'koffi';
+import { type MsgHdr, SyscallError, check, closeFd, koffiPath, libc } from './libc.js';
 
-let koffiModule: typeof Koffi | undefined;
-const require = createRequire(import.meta.url);
-
-/** koffi is loaded on first use (loading it costs tens of ms; most shim invocations never need it). */
-function koffi(): typeof Koffi {
-  koffiModule ??= require('koffi') as typeof Koffi;
-  return koffiModule;
-}
-
-interface SockLibc {
-  socket(domain: number, type: number, proto: number): number;
-  connect(fd: number, addr: Buffer, len: number): number;
-  sendmsg(fd: number, msg: MsgHdr, flags: number): number;
-  close(fd: number): number;
-  strerror(errno: number): string;
-}
-
-interface MsgHdr {
-  name: null;
-  namelen: number;
-  iov: { base: Buffer; len: number }[];
-  iovlen: number;
-  control: Buffer;
-  controllen: number;
-  flags: number;
-}
-
-let libcCache: SockLibc | undefined;
-
-function libc(): SockLibc {
-  if (libcCache) return libcCache;
-  const k = koffi();
-  const lib = k.load('libc.so.6');
-  // Anonymous types: a named koffi type is process-global, and this module may be evaluated twice (tests).
-  const iovec = k.struct({ base: 'void *', len: 'size_t' });
-  const msghdr = k.struct({
-    name: 'void *',
-    namelen: 'uint32',
-    iov: k.pointer(iovec),
-    iovlen: 'size_t',
-    control: 'void *',
-    controllen: 'size_t',
-    flags: 'int',
-  });
-  const sendmsg = lib.func('sendmsg', 'long', ['int', k.pointer(msghdr), 'int']);
-  libcCache = {
-    socket: lib.func('int socket(int, int, int)'),
-    connect: lib.func('int connect(int, const uint8_t *, uint32)'),
-    sendmsg: (fd, msg, flags) => Number(sendmsg(fd, msg, flags)),
-    close: lib.func('int close(int)'),
-    strerror: lib.func('const char *strerror(int)'),
-  };
-  return libcCache;
-}
-
-/** A failed syscall: the message names the call and its subject; `errno` is the number. */
-export class SyscallError extends Error {
-  constructor(
-    what: string,
-    readonly errno: number,
-  ) {
-    super(`${what}: ${errno ? libc().strerror(errno) : 'failed'} (errno ${errno})`);
-    this.name = 'SyscallError';
-  }
-}
+export { SyscallError, closeFd };
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
@@ -87,10 +22,9 @@ export function unixConnect(path: string): number {
   if (Buffer.byteLength(path) > 107) throw new Error(`unix socket path too long: ${path}`);
   addr.writeUInt16LE(AF_UNIX, 0);
   addr.write(path, 2, 'utf8');
-  const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw new SyscallError(`socket for ${path}`, koffi().errno());
+  const fd = check(c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), `socket for ${path}`);
   if (c.connect(fd, addr, addr.length) !== 0) {
-    const errno = koffi().errno();
+    const errno = c.errno();
     c.close(fd);
     throw new SyscallError(`connect ${path}`, errno);
   }
@@ -119,13 +53,10 @@ export function sendWithFds(socketFd: number, payload: Buffer, fds: readonly num
     controllen: control.length,
     flags: 0,
   };
-  const n = c.sendmsg(socketFd, msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-  if (n < 0) throw new SyscallError(`sendmsg with ${fds.length} fd(s) on fd ${socketFd}`, koffi().errno());
-  return n;
-}
-
-export function closeFd(fd: number): void {
-  if (libc().close(fd) !== 0) throw new SyscallError(`close fd ${fd}`, koffi().errno());
+  return check(
+    c.sendmsg(socketFd, msg, MSG_DONTWAIT | MSG_NOSIGNAL),
+    `sendmsg with ${fds.length} fd(s) on fd ${socketFd}`,
+  );
 }
 
 export interface OpenTapOptions {
@@ -145,7 +76,8 @@ export interface OpenedTap {
 }
 
 // The worker body is plain JS (a string, run with eval) so that it runs the same under vitest, tsx and the
-// esbuild bundle. setns(2) moves only the calling thread, so the main thread stays in the host netns; the
+// esbuild bundle; it binds its own few libc calls because a worker thread has its own module instances.
+// setns(2) moves only the calling thread, so the main thread stays in the host netns; the
 // tap is created in the target netns because /dev/net/tun is opened there, and the fds stay open after the
 // worker thread exits. Not O_CLOEXEC-free: spawn() dup2's them into QEMU, which clears the flag on the copy.
 const TAP_WORKER = `
@@ -211,7 +143,7 @@ export function openTapInNetns(
   return new Promise((resolve, reject) => {
     const w = new Worker(TAP_WORKER, {
       eval: true,
-      workerData: { koffiPath: require.resolve('koffi'), netnsPath, name, queues, flags: tapFlags(opts) },
+      workerData: { koffiPath: koffiPath(), netnsPath, name, queues, flags: tapFlags(opts) },
     });
     let settled = false;
     const timer = setTimeout(() => {

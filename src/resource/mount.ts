@@ -1,42 +1,25 @@
-// Mount primitives over libc (koffi): mount(2), umount2(2) and the new mount API (open_tree, mount_setattr,
-// move_mount), containerd-style option parsing; mountinfo reading is in mountinfo.ts. Syscalls are synchronous:
+// Mount primitives over libc (src/native): mount(2), umount2(2) and the new mount API (open_tree, mount_setattr,
+// move_mount); option parsing is common/mount-options.ts, mountinfo reading mountinfo.ts. Syscalls are synchronous:
 // mount syscalls are short and a worker round-trip would cost more than it saves.
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
-import util from 'node:util';
-import type Koffi from 'koffi';
+import {
+  MS_BIND,
+  MS_NOATIME,
+  MS_NODEV,
+  MS_NODIRATIME,
+  MS_NOEXEC,
+  MS_NOSUID,
+  MS_RDONLY,
+  MS_REC,
+  MS_RELATIME,
+  MS_REMOUNT,
+  parseMountOptions,
+} from '../common/mount-options.js';
+import { type MountAttr, errnoName, libc } from '../native/libc.js';
 import { type MountInfo, mountsAt, mountsUnder, readMountInfo, realpathExisting } from './mountinfo.js';
 
-export {
-  type MountInfo,
-  isMountPoint,
-  mountsUnder,
-  parseMountInfo,
-  readMountInfo,
-  realpathExisting,
-} from './mountinfo.js';
-
-export const MS_RDONLY = 0x1;
-export const MS_NOSUID = 0x2;
-export const MS_NODEV = 0x4;
-export const MS_NOEXEC = 0x8;
-export const MS_SYNCHRONOUS = 0x10;
-export const MS_REMOUNT = 0x20;
-export const MS_MANDLOCK = 0x40;
-export const MS_DIRSYNC = 0x80;
-export const MS_NOATIME = 0x400;
-export const MS_NODIRATIME = 0x800;
-export const MS_BIND = 0x1000;
-export const MS_MOVE = 0x2000;
-export const MS_REC = 0x4000;
-export const MS_SILENT = 0x8000;
-export const MS_UNBINDABLE = 1 << 17;
-export const MS_PRIVATE = 1 << 18;
-export const MS_SLAVE = 1 << 19;
-export const MS_SHARED = 1 << 20;
-export const MS_RELATIME = 1 << 21;
-export const MS_STRICTATIME = 1 << 24;
-const PROPAGATION = MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE;
+export * from '../common/mount-options.js';
+export { isMountPoint, mountsUnder, readMountInfo, realpathExisting } from './mountinfo.js';
 
 const MNT_DETACH = 0x2;
 const UMOUNT_NOFOLLOW = 0x8;
@@ -61,79 +44,11 @@ export class MountError extends Error {
   }
 }
 
-interface MountAttr {
-  attr_set: bigint;
-  attr_clr: bigint;
-  propagation: bigint;
-  userns_fd: bigint;
-}
-
-interface Libc {
-  mount(src: string | null, tgt: string, fstype: string | null, flags: number, data: string | null): number;
-  umount2(tgt: string, flags: number): number;
-  strerror(errno: number): string;
-  /** Absent on glibc < 2.36; bind sharing then falls back to bind + remount. */
-  newApi?: {
-    openTree(dfd: number, p: string, flags: number): number;
-    mountSetattr(dfd: number, p: string, flags: number, attr: MountAttr, size: number): number;
-    moveMount(fromFd: number, fromPath: string, toFd: number, toPath: string, flags: number): number;
-  };
-}
-
-let libcCache: Libc | undefined;
-let koffiModule: typeof Koffi | undefined;
-
-/** koffi is loaded on first use: `shim start` and `shim delete` never mount, and loading it costs 20-35 ms. */
-function koffi(): typeof Koffi {
-  koffiModule ??= createRequire(import.meta.url)('koffi') as typeof Koffi;
-  return koffiModule;
-}
-
-function libc(): Libc {
-  if (libcCache) return libcCache;
-  const lib = koffi().load('libc.so.6');
-  const c: Libc = {
-    mount: lib.func(
-      'int mount(const char *src, const char *tgt, const char *fstype, unsigned long flags, const char *data)',
-    ),
-    umount2: lib.func('int umount2(const char *tgt, int flags)'),
-    strerror: lib.func('const char *strerror(int errnum)'),
-  };
-  try {
-    koffi().struct('kata_mount_attr', {
-      attr_set: 'uint64',
-      attr_clr: 'uint64',
-      propagation: 'uint64',
-      userns_fd: 'uint64',
-    });
-    c.newApi = {
-      openTree: lib.func('int open_tree(int dfd, const char *path, unsigned int flags)'),
-      mountSetattr: lib.func(
-        'int mount_setattr(int dfd, const char *path, unsigned int flags, kata_mount_attr *attr, size_t size)',
-      ),
-      moveMount: lib.func(
-        'int move_mount(int from_dfd, const char *from_path, int to_dfd, const char *to_path, unsigned int flags)',
-      ),
-    };
-  } catch {
-    c.newApi = undefined;
-  }
-  libcCache = c;
-  return c;
-}
-
-function errnoName(errno: number): string {
-  try {
-    return util.getSystemErrorName(-errno);
-  } catch {
-    return `E${errno}`;
-  }
-}
-
 function sysError(what: string, source: string | undefined, target: string | undefined): MountError {
-  const errno = koffi().errno();
+  const c = libc();
+  const errno = c.errno();
   const code = errnoName(errno);
-  return new MountError(`${what}: ${code} (${libc().strerror(errno)})`, code, source, target);
+  return new MountError(`${what}: ${code} (${c.strerror(errno)})`, code, source, target);
 }
 
 /** Raw mount(2); throws a MountError naming the operation. */
@@ -155,7 +70,7 @@ export function sysMount(
 export function sysUmount(target: string, detach = false): boolean {
   const flags = UMOUNT_NOFOLLOW | (detach ? MNT_DETACH : 0);
   if (libc().umount2(target, flags) === 0) return true;
-  const errno = koffi().errno();
+  const errno = libc().errno();
   const code = errnoName(errno);
   if (code === 'EINVAL' || code === 'ENOENT') return false;
   throw new MountError(
@@ -164,75 +79,6 @@ export function sysUmount(target: string, detach = false): boolean {
     undefined,
     target,
   );
-}
-
-export interface ParsedOptions {
-  /** Flags for the main mount call (no propagation flags). */
-  flags: number;
-  /** Propagation flags (with MS_REC when recursive), applied by a second call. */
-  propagation: number;
-  /** Options the filesystem interprets (overlay's lowerdir=..., tmpfs's size=...). */
-  data: string;
-}
-
-// Same vocabulary as containerd's mount package, so CreateTaskRequest.rootfs options mean what they mean there.
-const FLAG_OPTIONS: Record<string, { set?: number; clear?: number }> = {
-  async: { clear: MS_SYNCHRONOUS },
-  atime: { clear: MS_NOATIME },
-  bind: { set: MS_BIND },
-  defaults: {},
-  dev: { clear: MS_NODEV },
-  diratime: { clear: MS_NODIRATIME },
-  dirsync: { set: MS_DIRSYNC },
-  exec: { clear: MS_NOEXEC },
-  mand: { set: MS_MANDLOCK },
-  noatime: { set: MS_NOATIME },
-  nodev: { set: MS_NODEV },
-  nodiratime: { set: MS_NODIRATIME },
-  noexec: { set: MS_NOEXEC },
-  nomand: { clear: MS_MANDLOCK },
-  norelatime: { clear: MS_RELATIME },
-  nostrictatime: { clear: MS_STRICTATIME },
-  nosuid: { set: MS_NOSUID },
-  rbind: { set: MS_BIND | MS_REC },
-  relatime: { set: MS_RELATIME },
-  remount: { set: MS_REMOUNT },
-  ro: { set: MS_RDONLY },
-  rw: { clear: MS_RDONLY },
-  strictatime: { set: MS_STRICTATIME },
-  suid: { clear: MS_NOSUID },
-  sync: { set: MS_SYNCHRONOUS },
-};
-const PROPAGATION_OPTIONS: Record<string, number> = {
-  private: MS_PRIVATE,
-  rprivate: MS_PRIVATE | MS_REC,
-  shared: MS_SHARED,
-  rshared: MS_SHARED | MS_REC,
-  slave: MS_SLAVE,
-  rslave: MS_SLAVE | MS_REC,
-  unbindable: MS_UNBINDABLE,
-  runbindable: MS_UNBINDABLE | MS_REC,
-};
-
-export function parseMountOptions(options: readonly string[]): ParsedOptions {
-  let flags = 0;
-  let propagation = 0;
-  const data: string[] = [];
-  for (const o of options) {
-    const f = FLAG_OPTIONS[o];
-    if (f) {
-      if (f.set) flags |= f.set;
-      if (f.clear) flags &= ~f.clear;
-      continue;
-    }
-    const p = PROPAGATION_OPTIONS[o];
-    if (p !== undefined) {
-      propagation |= p;
-      continue;
-    }
-    data.push(o);
-  }
-  return { flags, propagation, data: data.join(',') };
 }
 
 const PAGE_SIZE = 4096;
@@ -282,8 +128,8 @@ export async function bindMount(
 ): Promise<void> {
   const c = libc();
   const what = `bind mount ${source} on ${target}${opts.readonly ? ' read-only' : ''}`;
-  if (c.newApi && opts.readonly && !opts.legacy) {
-    const fd = c.newApi.openTree(
+  if (c.newMountApi && opts.readonly && !opts.legacy) {
+    const fd = c.newMountApi.openTree(
       AT_FDCWD,
       source,
       OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (opts.recursive ? AT_RECURSIVE : 0),
@@ -297,11 +143,17 @@ export async function bindMount(
           userns_fd: 0n,
         };
         if (
-          c.newApi.mountSetattr(fd, '', AT_EMPTY_PATH | (opts.recursive ? AT_RECURSIVE : 0), attr, 32) !== 0
+          c.newMountApi.mountSetattr(
+            fd,
+            '',
+            AT_EMPTY_PATH | (opts.recursive ? AT_RECURSIVE : 0),
+            attr,
+            32,
+          ) !== 0
         ) {
           throw sysError(`${what}: mount_setattr`, source, target);
         }
-        if (c.newApi.moveMount(fd, '', AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) !== 0) {
+        if (c.newMountApi.moveMount(fd, '', AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) !== 0) {
           throw sysError(`${what}: move_mount`, source, target);
         }
         return;
@@ -310,7 +162,7 @@ export async function bindMount(
         fs.closeSync(fd);
       }
     }
-    const code = errnoName(koffi().errno());
+    const code = errnoName(c.errno());
     if (code !== 'ENOSYS') throw sysError(`${what}: open_tree`, source, target);
   }
   sysMount(source, target, null, MS_BIND | (opts.recursive ? MS_REC : 0), null, what);

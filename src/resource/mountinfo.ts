@@ -1,49 +1,11 @@
-// /proc/self/mountinfo (proc(5)): parsing, and which mounts sit at or below a path. Reads are async: they run
-// on the shim's request paths, and mountinfo can be large on a busy host.
+// /proc/self/mountinfo (proc(5)) on the host: reading it, and which mounts sit at or below a path (parsing is
+// common/mount-options.ts). Reads are async: they run on the shim's request paths, and mountinfo can be large
+// on a busy host.
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { type MountInfo, parseMountInfo } from '../common/mount-options.js';
 
-export interface MountInfo {
-  id: number;
-  parentId: number;
-  root: string;
-  mountPoint: string;
-  mountOptions: string[];
-  /** Optional fields: "shared:N", "master:N", ... */
-  optional: string[];
-  fstype: string;
-  source: string;
-  /** Per-superblock options (for cgroup v1 mounts: the controllers). */
-  superOptions: string[];
-}
-
-// mountinfo escapes space, tab, newline and backslash as \ooo.
-function unescapeOctal(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
-}
-
-/** Parses mountinfo text (proc(5)); lines without the "-" separator are skipped. */
-export function parseMountInfo(text: string): MountInfo[] {
-  const out: MountInfo[] = [];
-  for (const line of text.split('\n')) {
-    if (!line) continue;
-    const f = line.split(' ');
-    const sep = f.indexOf('-', 6);
-    if (sep < 0) continue;
-    out.push({
-      id: Number(f[0]),
-      parentId: Number(f[1]),
-      root: unescapeOctal(f[3]!),
-      mountPoint: unescapeOctal(f[4]!),
-      mountOptions: f[5]!.split(','),
-      optional: f.slice(6, sep),
-      fstype: f[sep + 1]!,
-      source: unescapeOctal(f[sep + 2] ?? ''),
-      superOptions: (f[sep + 3] ?? '').split(','),
-    });
-  }
-  return out;
-}
+export { type MountInfo, parseMountInfo };
 
 export async function readMountInfo(file = '/proc/self/mountinfo'): Promise<MountInfo[]> {
   return parseMountInfo(await fsp.readFile(file, 'utf8'));

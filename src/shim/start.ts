@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from '../common/log.js';
+import { serverFd } from '../common/node-internals.js';
 import {
   SOCKET_ROOT,
   canConnect,
@@ -50,13 +51,6 @@ function listen(address: string): Promise<net.Server> {
       resolve(srv);
     });
   });
-}
-
-/** The listening fd under a net.Server (libuv's; stable in every Node release on Linux). */
-function serverFd(srv: net.Server): number {
-  const fd = (srv as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) throw new Error('cannot get the fd of the shim socket');
-  return fd;
 }
 
 export interface StartResult {

@@ -45,6 +45,11 @@ export interface Containerd {
   /** Like ctr() but returns the child, for streaming or tty tests. */
   ctrSpawn(args: string[], opts?: { env?: NodeJS.ProcessEnv }): ChildProcess;
   readLog(): string;
+  /**
+   * SIGKILLs containerd (a crash) and, downMs later, starts it again on the same root, state and socket; the
+   * shims keep running meanwhile.
+   */
+  restart(downMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -141,22 +146,32 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
     PATH: `${path.join(REPO, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
     ...opts.env,
   };
-  const logFd = fs.openSync(logFile, 'a');
-  const child = spawn('/usr/bin/containerd', ['--config', path.join(dir, 'config.toml')], {
-    env,
-    stdio: ['ignore', logFd, logFd],
-  });
-  fs.closeSync(logFd);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // One containerd process at a time; restart() replaces it on the same root, state, socket and log.
+  let child: ChildProcess;
+  let exited: Promise<void>;
+  const launch = async (): Promise<void> => {
+    const logFd = fs.openSync(logFile, 'a');
+    child = spawn('/usr/bin/containerd', ['--config', path.join(dir, 'config.toml')], {
+      env,
+      stdio: ['ignore', logFd, logFd],
+    });
+    fs.closeSync(logFd);
+    const c = child;
+    exited = new Promise<void>((resolve) => c.once('exit', () => resolve()));
+    try {
+      await waitForSocket(socket, c, logFile);
+    } catch (e) {
+      c.kill('SIGKILL');
+      await exited;
+      throw e;
+    }
+  };
   try {
-    await waitForSocket(socket, child, logFile);
+    await launch();
   } catch (e) {
-    child.kill('SIGKILL');
-    await exited;
     fs.rmSync(dir, { recursive: true, force: true });
     throw e;
   }
-
   const base = ['--address', socket, '-n', namespace];
   const ctrSpawn = (args: string[], o: { env?: NodeJS.ProcessEnv } = {}) =>
     spawn('ctr', [...base, ...args], { env: { ...process.env, ...o.env }, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -197,12 +212,20 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
     socket,
     namespace,
     logFile,
-    pid: child.pid!,
+    get pid() {
+      return child.pid ?? -1;
+    },
     ctr,
     ctrSpawn,
     ctrBytes,
     removeContainer,
     readLog: () => fs.readFileSync(logFile, 'utf8'),
+    async restart(downMs = 0) {
+      child.kill('SIGKILL');
+      await exited;
+      await new Promise((res) => setTimeout(res, downMs));
+      await launch();
+    },
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseKernelCmdline } from '../../src/agent/init.js';
+import { parseKernelCmdline } from '../../src/agent/init/cmdline.js';
 
 describe('agent kernel command line', () => {
   it('has defaults without agent options', () => {
