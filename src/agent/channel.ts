@@ -1,11 +1,12 @@
-// The agent's end of the virtio-serial port `agent.channel.0`: finds /dev/vportNpM by name, turns it into a
-// Duplex stream per host connection, and starts over when the host goes away (shim restart, reconnect).
 import fs from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../common/log.js';
 import { streamFromFd } from '../common/node-internals.js';
+// The agent's end of the virtio-serial port `agent.channel.0`: finds /dev/vportNpM by name, turns it into a
+// Duplex stream per host connection, and starts over when the host goes away (shim restart, reconnect).
+import { sleep } from '../common/poll.js';
 import { dupFd } from './native.js';
 
 // ---- finding the port ----
@@ -44,7 +45,7 @@ export async function waitForVirtioPort(name: string, timeoutMs: number): Promis
         `virtio-serial port ${name}: not found in /sys/class/virtio-ports within ${timeoutMs} ms`,
       );
     }
-    await new Promise((r) => setTimeout(r, delay));
+    await sleep(delay);
   }
 }
 

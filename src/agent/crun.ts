@@ -1,9 +1,10 @@
-// Driving crun: every container operation is one crun invocation against the agent's own state root.
-// crun is spawned through the reaper's spawnTracked so its exit status stays with child_process; the
-// container processes it leaves behind are reparented to the agent and reaped by the reaper.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../common/log.js';
+// Driving crun: every container operation is one crun invocation against the agent's own state root.
+// crun is spawned through the reaper's spawnTracked so its exit status stays with child_process; the
+// container processes it leaves behind are reparented to the agent and reaped by the reaper.
+import { sleep } from '../common/poll.js';
 import { closeFd, listenUnix, tryAccept, tryReceiveFd } from './native.js';
 import { type RunResult, runTracked, spawnTracked } from './reaper.js';
 
@@ -230,7 +231,7 @@ export class ConsoleSocket {
           throw new Error('crun exited without sending the terminal over the console socket');
         }
         if (Date.now() > deadline) throw new Error(`no terminal from crun within ${timeoutMs} ms`);
-        await new Promise((r) => setTimeout(r, 5));
+        await sleep(5);
       }
     } finally {
       if (conn >= 0) closeFd(conn);

@@ -1,8 +1,9 @@
-// Guest-wide RPCs: CPU and memory hotplug, details, clock, entropy, hostname, DNS, kernel modules, metrics.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { Logger } from '../common/log.js';
+// Guest-wide RPCs: CPU and memory hotplug, details, clock, entropy, hostname, DNS, kernel modules, metrics.
+import { sleep } from '../common/poll.js';
 import type { GuestDetailsResponseSchema, KernelModule } from '../protocols/gen/agent_pb.js';
 import { invalidArgument } from './errors.js';
 import { ioctlNoArg, setHostname, setTimeOfDay } from './native.js';
@@ -25,10 +26,6 @@ function readText(file: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-async function sleep(ms: number): Promise<void> {
-  await new Promise((r) => setTimeout(r, ms));
 }
 
 export class Guest {

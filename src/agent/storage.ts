@@ -1,8 +1,9 @@
-// Storages the host asks for (CreateSandbox, CreateContainer): mounted once per mount point and
-// reference-counted, so containers sharing one (the virtio-fs share) do not unmount it for each other.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../common/log.js';
+// Storages the host asks for (CreateSandbox, CreateContainer): mounted once per mount point and
+// reference-counted, so containers sharing one (the virtio-fs share) do not unmount it for each other.
+import { PollTimeoutError, pollUntil } from '../common/poll.js';
 import type { Storage } from '../protocols/gen/agent_pb.js';
 import { doMount, doUnmount, mountAt } from './mount.js';
 import { SafePathError, mkdirUnder, pinUnder, resolveUnder } from './safe-path.js';
@@ -267,9 +268,11 @@ function safeReaddir(dir: string): string[] {
 }
 
 async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new StorageError(`${what} did not appear within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
+  try {
+    await pollUntil(cond, { timeoutMs, intervalMs: 50, what });
+  } catch (e) {
+    if (e instanceof PollTimeoutError)
+      throw new StorageError(`${what} did not appear within ${timeoutMs} ms`);
+    throw e;
   }
 }

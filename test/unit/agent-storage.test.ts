@@ -24,7 +24,7 @@ describe('mount options and the mount table', () => {
     const m = parseMountInfo(
       '36 35 98:0 / /mnt/with\\040space rw,noatime master:1 - virtiofs kataShared rw\n37 1 0:5 / /dev rw - devtmpfs udev rw\n',
     );
-    expect(m).toEqual([
+    expect(m).toMatchObject([
       { mountPoint: '/mnt/with space', fstype: 'virtiofs', source: 'kataShared' },
       { mountPoint: '/dev', fstype: 'devtmpfs', source: 'udev' },
     ]);

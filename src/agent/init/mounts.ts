@@ -1,10 +1,7 @@
 // The filesystems PID 1 mounts before anything else (proc, sys, dev, cgroup2, ...), and what / is.
 import fs from 'node:fs';
+import { MS_NODEV, MS_NOEXEC, MS_NOSUID } from '../../common/mount-options.js';
 import { mount } from '../native.js';
-
-const MS_NOSUID = 0x2;
-const MS_NODEV = 0x4;
-const MS_NOEXEC = 0x8;
 
 interface MountSpec {
   source: string;

@@ -1,5 +1,6 @@
-// PID 1's way out: a clean power-off, so that QEMU exits (PID 1 exiting would panic the kernel).
 import type { Logger } from '../../common/log.js';
+// PID 1's way out: a clean power-off, so that QEMU exits (PID 1 exiting would panic the kernel).
+import { sleep } from '../../common/poll.js';
 import { syncAndPowerOff } from '../native.js';
 
 /**
@@ -21,7 +22,7 @@ export async function powerOff(log: Logger): Promise<never> {
     }
   });
   // pino writes from libuv's thread pool: a write may still be on its way after the flush callback.
-  await new Promise((r) => setTimeout(r, 100));
+  await sleep(100);
   const err = syncAndPowerOff();
   // reboot(2) only returns on failure: exiting PID 1 panics the kernel, and panic=1 with -no-reboot stops QEMU.
   log.error({ err }, 'power-off failed; exiting PID 1 instead');
