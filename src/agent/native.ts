@@ -232,10 +232,22 @@ export function listenUnix(path: string): number {
   if (Buffer.byteLength(path) > 107) throw new Error(`unix socket path too long (${path})`);
   addr.writeUInt16LE(AF_UNIX, 0);
   addr.write(path, 2);
-  const fd = check(c.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), 'socket(AF_UNIX)');
+  const fd = boundSocket(AF_UNIX, SOCK_NONBLOCK, addr, `unix socket ${path}`);
   try {
-    check(c.bind(fd, addr, addr.length), `bind(${path})`);
     check(c.listen(fd, 4), `listen(${path})`);
+  } catch (e) {
+    closeFd(fd);
+    throw e;
+  }
+  return fd;
+}
+
+/** A close-on-exec stream socket of `domain` bound to addr; closed again if binding fails. */
+function boundSocket(domain: number, flags: number, addr: Buffer, what: string): number {
+  const c = libc();
+  const fd = check(c.socket(domain, SOCK_STREAM | SOCK_CLOEXEC | flags, 0), `${what}: socket`);
+  try {
+    check(c.bind(fd, addr, addr.length), `${what}: bind`);
   } catch (e) {
     closeFd(fd);
     throw e;
@@ -245,17 +257,7 @@ export function listenUnix(path: string): number {
 
 /** An AF_VSOCK stream socket bound to `port` for any CID; the caller listens on it (libuv does, via its fd). */
 export function bindVsock(port: number): number {
-  const c = libc();
-  const what = `vsock port ${port}`;
-  const fd = check(c.socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0), `${what}: socket(AF_VSOCK)`);
-  const addr = sockaddrVm(VMADDR_CID_ANY, port);
-  try {
-    check(c.bind(fd, addr, addr.length), `${what}: bind`);
-  } catch (e) {
-    closeFd(fd);
-    throw e;
-  }
-  return fd;
+  return boundSocket(AF_VSOCK, 0, sockaddrVm(VMADDR_CID_ANY, port), `vsock port ${port}`);
 }
 
 /** accept4 without blocking: the connection's fd, or -1 when nobody is waiting. */

@@ -27,10 +27,6 @@ s.bind(53, ${JSON.stringify(ip)}, () => console.log('up'));`;
   await netns.serve(ns, code, 'DNS server');
 }
 
-function explain(what: string, r: { code: number | null; stdout: string; stderr: string }): string {
-  return `${what}: ctr exit ${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}\n--- containerd log ---\n${suite.k.ctrd.readLog().slice(-6000)}`;
-}
-
 describe('kata pods on a bridge', () => {
   it('talk to each other over IPv4 and IPv6, use a second NIC, and exchange UDP with the lan', async () => {
     const n = randomInt(1, 250);
@@ -80,7 +76,7 @@ describe('kata pods on a bridge', () => {
         timeoutMs: 240_000,
       }),
     ]);
-    runs.forEach((r, i) => expect(r.code, explain(`run ${pods[i]!.cid}`, r)).toBe(0));
+    runs.forEach((r, i) => expect(r.code, suite.explain(`run ${pods[i]!.cid}`, r)).toBe(0));
     const exec = async (cid: string, execId: string, script: string) =>
       suite.k.ctrd.ctr(['task', 'exec', '--exec-id', execId, cid, 'sh', '-c', script], { timeoutMs: 60_000 });
 
@@ -90,7 +86,7 @@ describe('kata pods on a bridge', () => {
       'links',
       `ip -o addr show dev eth1; ping -c 1 -W 5 10.236.${n}.1 >/dev/null && echo side-ok`,
     );
-    expect(links.stdout, explain('eth1', links)).toContain(`inet 10.236.${n}.2/24`);
+    expect(links.stdout, suite.explain('eth1', links)).toContain(`inet 10.236.${n}.2/24`);
     expect(links.stdout).toContain('side-ok');
 
     // kata → kata over the bridge, IPv4 then IPv6 (retried while httpd starts and v6 settles).
@@ -107,7 +103,7 @@ describe('kata pods on a bridge', () => {
 
     // UDP: a DNS query from pod b to the lan's server, and its answer back.
     const dns = await exec(b.cid, 'dns', `nslookup kata-ts.test 10.235.${n}.1`);
-    expect(dns.stdout, explain('nslookup', dns)).toMatch(/Address:\s+10\.9\.9\.9/);
+    expect(dns.stdout, suite.explain('nslookup', dns)).toMatch(/Address:\s+10\.9\.9\.9/);
 
     for (const p of pods) {
       await suite.k.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', p.cid]);

@@ -13,10 +13,6 @@ const suite = useKataSuite();
 const netns = new TestNetns();
 afterEach(() => netns.destroyAll());
 
-function explain(what: string, r: { code: number | null; stdout: string; stderr: string }): string {
-  return `${what}: ctr exit ${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}\n--- containerd log ---\n${suite.k.ctrd.readLog().slice(-6000)}`;
-}
-
 interface PodNet {
   pod: { name: string; path: string };
   peer: { name: string; path: string };
@@ -86,7 +82,7 @@ describe('a container in the pod network namespace', () => {
       ],
       { timeoutMs: 180_000 },
     );
-    expect(run.code, explain('run', run)).toBe(0);
+    expect(run.code, suite.explain('run', run)).toBe(0);
 
     // Host side: our tap beside eth0, ingress qdiscs on both.
     expect(podLinks(net)).toContain('tap0_kata');
@@ -96,7 +92,7 @@ describe('a container in the pod network namespace', () => {
       const r = await suite.k.ctrd.ctr(['task', 'exec', '--exec-id', execId, cid, 'sh', '-c', script], {
         timeoutMs: 60_000,
       });
-      expect(r.code, explain(`exec ${script}`, r)).toBe(0);
+      expect(r.code, suite.explain(`exec ${script}`, r)).toBe(0);
       return r.stdout;
     };
     const link = await exec(
@@ -164,7 +160,7 @@ describe('a container in the pod network namespace', () => {
     const r = await suite.k.run(['--rm', suite.k.image, suite.id('lo'), 'sh', '-c', script], {
       timeoutMs: 180_000,
     });
-    expect(r.code, explain('run', r)).toBe(0);
+    expect(r.code, suite.explain('run', r)).toBe(0);
     expect(r.stdout.split(/\s+/).filter(Boolean)).toEqual(['lo', 'no-nic-driver']);
   });
 

@@ -16,14 +16,11 @@ const suite = useKataSuite();
 const id = (prefix: string) => suite.id(prefix);
 
 /** Fails with containerd's log (where the shim's log lines are) when ctr did not do what was expected. */
-function explain(r: { code: number | null; stdout: string; stderr: string }): string {
-  return `ctr exit ${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}\n--- containerd log ---\n${suite.k.ctrd.readLog().slice(-8000)}`;
-}
 
 describe('ctr run with io.containerd.kata.v2', () => {
   it('runs in a VM: uname -r is the guest kernel, not the host one', async () => {
     const r = await suite.k.run(['--rm', suite.k.image, id('uname'), 'uname', '-r']);
-    expect(r.code, explain(r)).toBe(0);
+    expect(r.code, suite.explain(r)).toBe(0);
     const guest = r.stdout.trim();
     expect(guest).not.toBe(os.release());
     const want = guestKernelVersion(suite.k.guest);
@@ -32,12 +29,12 @@ describe('ctr run with io.containerd.kata.v2', () => {
 
   it('returns the exit code of the process', async () => {
     const r = await suite.k.run(['--rm', suite.k.image, id('exit'), 'sh', '-c', 'exit 7']);
-    expect(r.code, explain(r)).toBe(7);
+    expect(r.code, suite.explain(r)).toBe(7);
   });
 
   it('delivers 5,000 lines of stdout in order', async () => {
     const r = await suite.k.run(['--rm', suite.k.image, id('lines'), 'seq', '1', '5000']);
-    expect(r.code, explain(r)).toBe(0);
+    expect(r.code, suite.explain(r)).toBe(0);
     const lines = r.stdout.trimEnd().split('\n');
     expect(lines.length).toBe(5000);
     expect(lines.every((l, i) => l === String(i + 1))).toBe(true);
@@ -47,7 +44,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
     const r = await suite.k.run(['--rm', suite.k.image, id('stdin'), 'sh', '-c', 'cat; echo done'], {
       input: 'hello from the host\n',
     });
-    expect(r.code, explain(r)).toBe(0);
+    expect(r.code, suite.explain(r)).toBe(0);
     expect(r.stdout).toBe('hello from the host\ndone\n');
   });
 
@@ -129,7 +126,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
       '-c',
       'echo $GREETING; pwd',
     ]);
-    expect(r.code, explain(r)).toBe(0);
+    expect(r.code, suite.explain(r)).toBe(0);
     expect(r.stdout).toBe('kata\n/tmp\n');
   });
 
@@ -147,7 +144,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
         '-c',
         'cat /data/hello.txt; if touch /data/new 2>/dev/null; then echo WRITABLE; else echo REFUSED; fi',
       ]);
-      expect(r.code, explain(r)).toBe(0);
+      expect(r.code, suite.explain(r)).toBe(0);
       expect(r.stdout).toBe('from the host\nREFUSED\n');
       expect(fs.existsSync(path.join(dir, 'new'))).toBe(false);
     } finally {
@@ -168,7 +165,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
       // would have room for) does not and is OOM-killed by the container's cgroup.
       'head -c 16m /dev/zero | tail > /dev/null; echo small=$?; head -c 200m /dev/zero | tail > /dev/null; echo big=$?',
     ]);
-    expect(r.code, explain(r)).toBe(0);
+    expect(r.code, suite.explain(r)).toBe(0);
     expect(r.stdout).toBe('small=0\nbig=137\n');
   });
 
@@ -182,7 +179,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
       '-c',
       'trap "exit 42" TERM; while true; do sleep 1; done',
     ]);
-    expect(r.code, explain(r)).toBe(0);
+    expect(r.code, suite.explain(r)).toBe(0);
     try {
       const ex = await suite.k.ctrd.ctr([
         'task',
@@ -198,7 +195,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
       expect(ex.code).toBe(5);
 
       const ps = await suite.k.ctrd.ctr(['task', 'ps', cid]);
-      expect(ps.code, explain(ps)).toBe(0);
+      expect(ps.code, suite.explain(ps)).toBe(0);
       expect(ps.stdout).toMatch(/^\s*\d+/m);
 
       expect((await suite.k.ctrd.ctr(['task', 'pause', cid])).code).toBe(0);
@@ -209,7 +206,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
       );
 
       const m = await suite.k.ctrd.ctr(['task', 'metrics', cid]);
-      expect(m.code, explain(m)).toBe(0);
+      expect(m.code, suite.explain(m)).toBe(0);
       expect(m.stdout).toMatch(/memory\.usage_in_bytes\s+\d+/);
 
       expect((await suite.k.ctrd.ctr(['task', 'kill', '-s', 'SIGTERM', cid])).code).toBe(0);
@@ -221,7 +218,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
         await new Promise((res) => setTimeout(res, 200));
       }
       const del = await suite.k.ctrd.ctr(['task', 'delete', cid]);
-      expect(del.code, explain(del)).toBe(0);
+      expect(del.code, suite.explain(del)).toBe(0);
       expect(del.stderr).toMatch(/exit code 42/);
     } finally {
       await suite.k.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', cid]);
@@ -237,8 +234,8 @@ describe('ctr run with io.containerd.kata.v2', () => {
       suite.k.run(['--rm', suite.k.image, a, 'sh', '-c', 'sleep 2; cat /proc/sys/kernel/random/boot_id']),
       suite.k.run(['--rm', suite.k.image, b, 'sh', '-c', 'sleep 2; cat /proc/sys/kernel/random/boot_id']),
     ]);
-    expect(ra.code, explain(ra)).toBe(0);
-    expect(rb.code, explain(rb)).toBe(0);
+    expect(ra.code, suite.explain(ra)).toBe(0);
+    expect(rb.code, suite.explain(rb)).toBe(0);
     // Two kernels booted: two boot ids.
     expect(ra.stdout.trim()).toMatch(/^[0-9a-f-]{36}$/);
     expect(ra.stdout.trim()).not.toBe(rb.stdout.trim());
@@ -254,7 +251,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
       `io.kubernetes.cri.sandbox-id=${sid}`,
     ];
     const r = await suite.k.run(['-d', ...cri('sandbox'), suite.k.image, sid, 'sleep', '600']);
-    expect(r.code, explain(r)).toBe(0);
+    expect(r.code, suite.explain(r)).toBe(0);
     try {
       const sbBoot = await suite.k.ctrd.ctr([
         'task',
@@ -265,7 +262,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
         'cat',
         '/proc/sys/kernel/random/boot_id',
       ]);
-      expect(sbBoot.code, explain(sbBoot)).toBe(0);
+      expect(sbBoot.code, suite.explain(sbBoot)).toBe(0);
       const c = await suite.k.run([
         '--rm',
         ...cri('container'),
@@ -274,7 +271,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
         'cat',
         '/proc/sys/kernel/random/boot_id',
       ]);
-      expect(c.code, explain(c)).toBe(0);
+      expect(c.code, suite.explain(c)).toBe(0);
       // Same kernel: the container ran in the sandbox's VM, served by the sandbox's shim.
       expect(c.stdout.trim()).toBe(sbBoot.stdout.trim());
       expect(leftovers([cid]).filter((l) => l.startsWith('processes'))).toEqual([]);
@@ -292,7 +289,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
   it('cleans up after a shim that was killed (containerd runs shim delete)', async () => {
     const cid = id('crash');
     const r = await suite.k.run(['-d', suite.k.image, cid, 'sleep', '600']);
-    expect(r.code, explain(r)).toBe(0);
+    expect(r.code, suite.explain(r)).toBe(0);
     try {
       const bundle = path.join(
         suite.k.ctrd.dir,
@@ -327,7 +324,7 @@ describe('ctr run with io.containerd.kata.v2', () => {
         'MemTotal',
         '/proc/meminfo',
       ]);
-      expect(r.code, explain(r)).toBe(0);
+      expect(r.code, suite.explain(r)).toBe(0);
       return Number(/MemTotal:\s+(\d+)/.exec(r.stdout)?.[1]) / 1024;
     };
     const s = await memTotal(small);

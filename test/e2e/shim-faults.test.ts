@@ -8,15 +8,11 @@ import { useKataSuite } from './shim-suite.js';
 
 const suite = useKataSuite();
 
-function explain(r: { code: number | null; stdout: string; stderr: string }): string {
-  return `ctr exit ${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}\n--- containerd log ---\n${suite.k.ctrd.readLog().slice(-8000)}`;
-}
-
 /** The pid of the sandbox's process named `comm` (qemu or virtiofsd), found through the task's pid (the VMM). */
 async function sandboxProcess(cid: string, comm: 'qemu' | 'virtiofsd'): Promise<number> {
   const ls = await suite.k.ctrd.ctr(['task', 'ls']);
   const qemuPid = Number(new RegExp(`^${cid}\\s+(\\d+)\\s+RUNNING`, 'm').exec(ls.stdout)?.[1]);
-  expect(qemuPid, explain(ls)).toBeGreaterThan(0);
+  expect(qemuPid, suite.explain(ls)).toBeGreaterThan(0);
   if (comm === 'qemu') return qemuPid;
   const { execFileSync } = await import('node:child_process');
   const out = execFileSync('pgrep', ['-f', `^\\S*virtiofsd .*${cid}`], { encoding: 'utf8' })
@@ -29,7 +25,7 @@ async function sandboxProcess(cid: string, comm: 'qemu' | 'virtiofsd'): Promise<
 /** A detached `sleep` container with an exec `sleep` running in the guest; `exec` is the exec's ctr call. */
 async function runWithExec(cid: string, runArgs: string[], execTimeoutMs: number) {
   const r = await suite.k.run(['-d', ...runArgs, suite.k.image, cid, 'sleep', '300']);
-  expect(r.code, explain(r)).toBe(0);
+  expect(r.code, suite.explain(r)).toBe(0);
   const exec = suite.k.ctrd.ctr(['task', 'exec', '--exec-id', 'e1', cid, 'sleep', '200'], {
     timeoutMs: execTimeoutMs,
   });
@@ -47,18 +43,10 @@ async function expectDeadVmExit(
   timeoutMs: number,
 ): Promise<void> {
   const done = await exec;
-  expect(done.code, explain(done)).not.toBe(0);
-  await pollUntil(
-    async () => {
-      const ls = await suite.k.ctrd.ctr(['task', 'ls']);
-      return new RegExp(`^${cid}\\s+\\d+\\s+STOPPED`, 'm').test(ls.stdout) || undefined;
-    },
-    { timeoutMs, intervalMs: 250, what: `${cid} to show STOPPED` },
-  ).catch(async (e: Error) => {
-    throw new Error(`${e.message}\n${explain(await suite.k.ctrd.ctr(['task', 'ls']))}`);
-  });
+  expect(done.code, suite.explain(done)).not.toBe(0);
+  await suite.waitTaskStatus(cid, 'STOPPED', timeoutMs);
   const del = await suite.k.ctrd.ctr(['task', 'delete', cid]);
-  expect(del.code, explain(del)).toBe(0);
+  expect(del.code, suite.explain(del)).toBe(0);
   expect(del.stdout + del.stderr).toMatch(/255/);
   expect((await suite.k.ctrd.ctr(['container', 'delete', cid])).code).toBe(0);
 }

@@ -7,48 +7,28 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { pollUntil } from '../../src/common/poll.js';
 import { PERSIST_ROOT } from '../../src/persist/index.js';
 import { useKataSuite } from './shim-suite.js';
 
 const suite = useKataSuite();
 
-function explain(r: { code: number | null; stdout: string; stderr: string }): string {
-  return `ctr exit ${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}\n--- containerd log ---\n${suite.k.ctrd.readLog().slice(-8000)}`;
-}
-
-async function taskStatus(cid: string): Promise<string | undefined> {
-  const ls = await suite.k.ctrd.ctr(['task', 'ls']);
-  return new RegExp(`^${cid}\\s+\\d+\\s+(\\w+)`, 'm').exec(ls.stdout)?.[1];
-}
-
-async function waitStatus(cid: string, status: string, timeoutMs: number): Promise<void> {
-  await pollUntil(async () => (await taskStatus(cid)) === status || undefined, {
-    timeoutMs,
-    intervalMs: 250,
-    what: `${cid} to show ${status}`,
-  }).catch(async (e: Error) => {
-    throw new Error(`${e.message}\n${explain(await suite.k.ctrd.ctr(['task', 'ls']))}`);
-  });
-}
-
 describe('containerd killed and restarted under running kata sandboxes', () => {
   it('leaves a running task usable: exec, kill and delete work through the new containerd', async () => {
     const cid = suite.id('ctrd-restart');
     const r = await suite.k.run(['-d', suite.k.image, cid, 'sleep', '300']);
-    expect(r.code, explain(r)).toBe(0);
+    expect(r.code, suite.explain(r)).toBe(0);
     const before = suite.k.ctrd.pid;
     await suite.k.ctrd.restart();
     expect(suite.k.ctrd.pid).not.toBe(before);
-    await waitStatus(cid, 'RUNNING', 30_000);
+    await suite.waitTaskStatus(cid, 'RUNNING', 30_000);
     const exec = await suite.k.ctrd.ctr(['task', 'exec', '--exec-id', 'after', cid, 'echo', 'still here']);
-    expect(exec.code, explain(exec)).toBe(0);
+    expect(exec.code, suite.explain(exec)).toBe(0);
     expect(exec.stdout.trim()).toBe('still here');
     const kill = await suite.k.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', cid]);
-    expect(kill.code, explain(kill)).toBe(0);
-    await waitStatus(cid, 'STOPPED', 20_000);
+    expect(kill.code, suite.explain(kill)).toBe(0);
+    await suite.waitTaskStatus(cid, 'STOPPED', 20_000);
     const del = await suite.k.ctrd.ctr(['task', 'delete', cid]);
-    expect(del.code, explain(del)).toBe(0);
+    expect(del.code, suite.explain(del)).toBe(0);
     expect(del.stdout + del.stderr).toMatch(/137/);
     expect((await suite.k.ctrd.ctr(['container', 'delete', cid])).code).toBe(0);
   });
@@ -57,11 +37,11 @@ describe('containerd killed and restarted under running kata sandboxes', () => {
     const cid = suite.id('ctrd-away');
     // The process exits on its own a few seconds in; containerd is down from before then until after.
     const r = await suite.k.run(['-d', suite.k.image, cid, 'sh', '-c', 'sleep 4; exit 7']);
-    expect(r.code, explain(r)).toBe(0);
+    expect(r.code, suite.explain(r)).toBe(0);
     await suite.k.ctrd.restart(8000);
-    await waitStatus(cid, 'STOPPED', 30_000);
+    await suite.waitTaskStatus(cid, 'STOPPED', 30_000);
     const del = await suite.k.ctrd.ctr(['task', 'delete', cid]);
-    expect(del.code, explain(del)).toBe(0);
+    expect(del.code, suite.explain(del)).toBe(0);
     expect(del.stdout + del.stderr).toMatch(/\b7\b/);
     expect((await suite.k.ctrd.ctr(['container', 'delete', cid])).code).toBe(0);
   });
@@ -82,9 +62,9 @@ describe('a full /run/kata (a small tmpfs mounted over it) during Create', () =>
       }
       const r = await suite.k.run(['--rm', suite.k.image, cid, 'true'], { timeoutMs: 120_000 });
       await suite.k.ctrd.ctr(['container', 'delete', cid]);
-      expect(r.code, explain(r)).not.toBe(0);
-      expect(r.stderr, explain(r)).toMatch(/ENOSPC|no space left/i);
-      expect(r.stderr, explain(r)).toContain(PERSIST_ROOT);
+      expect(r.code, suite.explain(r)).not.toBe(0);
+      expect(r.stderr, suite.explain(r)).toMatch(/ENOSPC|no space left/i);
+      expect(r.stderr, suite.explain(r)).toContain(PERSIST_ROOT);
       expect(fs.readdirSync(PERSIST_ROOT), 'only the filler is left in the state dir').toEqual(['filler']);
     } finally {
       execFileSync('umount', [PERSIST_ROOT]);

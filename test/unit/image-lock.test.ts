@@ -11,6 +11,10 @@ beforeEach(() => {
 });
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
+/** withLock with nobody told about the wait: for the holders a test only times. */
+const tryLock = <T>(file: string, timeoutMs: number, fn: () => Promise<T>) =>
+  withLock(file, timeoutMs, () => {}, fn);
+
 describe('image build lock (flock)', () => {
   it('makes a second holder wait until the first is done, telling it once', async () => {
     const file = path.join(dir, '.build.lock');
@@ -61,34 +65,15 @@ describe('image build lock (flock)', () => {
         }),
     );
     await new Promise((r) => setTimeout(r, 50));
-    await expect(
-      withLock(
-        file,
-        300,
-        () => {},
-        async () => 1,
-      ),
-    ).rejects.toThrow(/lock .*\.build\.lock/);
+    await expect(tryLock(file, 300, async () => 1)).rejects.toThrow(/lock .*\.build\.lock/);
     release();
     await first;
     await expect(
-      withLock(
-        file,
-        300,
-        () => {},
-        async () => {
-          throw new Error('build failed');
-        },
-      ),
+      tryLock(file, 300, async () => {
+        throw new Error('build failed');
+      }),
     ).rejects.toThrow('build failed');
-    expect(
-      await withLock(
-        file,
-        300,
-        () => {},
-        async () => 'free again',
-      ),
-    ).toBe('free again');
+    expect(await tryLock(file, 300, async () => 'free again')).toBe('free again');
   });
 
   it('is free again once a holder process is killed (no stale lock to take over)', async () => {
@@ -104,25 +89,11 @@ describe('image build lock (flock)', () => {
     };
     try {
       await new Promise((r) => setTimeout(r, 300));
-      await expect(
-        withLock(
-          file,
-          300,
-          () => {},
-          async () => 1,
-        ),
-      ).rejects.toThrow(/timed out/);
+      await expect(tryLock(file, 300, async () => 1)).rejects.toThrow(/timed out/);
       const exited = new Promise((r) => holder.once('exit', r));
       killAll();
       await exited;
-      expect(
-        await withLock(
-          file,
-          2000,
-          () => {},
-          async () => 'taken',
-        ),
-      ).toBe('taken');
+      expect(await tryLock(file, 2000, async () => 'taken')).toBe('taken');
     } finally {
       killAll();
     }
