@@ -1,7 +1,8 @@
-// Guest networking through busybox `ip` (and `arp` for static neighbours, which busybox ip lacks):
-// the host tells the agent which addresses, routes and neighbours the guest's interfaces get.
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { Logger } from '../common/log.js';
+// Guest networking through busybox `ip` (and `arp` for static neighbours, which busybox ip lacks):
+// the host tells the agent which addresses, routes and neighbours the guest's interfaces get.
+import { ROUTE_SCOPES } from '../contract/index.js';
 import type {
   ARPNeighbor,
   Interface,
@@ -91,14 +92,6 @@ export function parseAddrs(text: string): AddrInfo[] {
   return out;
 }
 
-const SCOPES: Record<string, number> = {
-  global: 0,
-  universe: 0,
-  site: 200,
-  link: 253,
-  host: 254,
-  nowhere: 255,
-};
 const SCOPE_NAMES: Record<number, string> = { 0: 'global', 200: 'site', 253: 'link', 254: 'host' };
 
 /** Parses `ip route show` / `ip -6 route show`. */
@@ -146,7 +139,7 @@ export function parseRoutes(text: string, family: IPFamily): MessageInitShape<ty
           r.source = v;
           break;
         case 'scope':
-          r.scope = SCOPES[v] ?? Number(v);
+          r.scope = ROUTE_SCOPES[v] ?? Number(v);
           break;
         case 'mtu':
           r.mtu = Number(v);

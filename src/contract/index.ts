@@ -38,6 +38,19 @@ export const AGENT_KERNEL_PARAMS = {
   vsockPort: 'agent.vsock_port',
 } as const;
 
+/**
+ * Route scopes by the names iproute2 prints, as the numbers agent.proto's Route.scope carries (the kernel's
+ * RT_SCOPE_*): the host reads them from the pod netns, the guest from its own routes.
+ */
+export const ROUTE_SCOPES: Readonly<Record<string, number>> = {
+  universe: 0,
+  global: 0,
+  site: 200,
+  link: 253,
+  host: 254,
+  nowhere: 255,
+};
+
 // Sandbox, container and exec ids become path components on host and guest, so one grammar (containerd's
 // identifier rule, which every id containerd hands a shim already meets) is checked at the edge.
 const ID_RE = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;

@@ -13,7 +13,7 @@ import { BUNDLE_ROOTFS } from './layout.js';
 import { type MountInfo, bindMount, isMountPoint, readMountInfo, unmountTree } from './mount.js';
 import { mountBundleRootfs, specRootDir } from './rootfs.js';
 import type { SharedFs } from './share-fs.js';
-import type { OciMount, OciSpec, PreparedContainer, RootfsMount } from './types.js';
+import type { OciMount, OciSpec, PrepareContainerOptions, PreparedContainer, RootfsMount } from './types.js';
 import { type MountPlan, guestMount, planMount, sharedNamePattern } from './volumes.js';
 
 export type { OciSpec, PreparedContainer, RootfsMount } from './types.js';
@@ -68,14 +68,7 @@ function errText(err: unknown): string {
 export async function prepareContainer(
   sfs: SharedFs,
   containerId: string,
-  opts: {
-    bundle: string;
-    rootfs: RootfsMount[];
-    spec: OciSpec;
-    readonlyRootfs?: boolean;
-    /** Kata's disable_guest_seccomp (see buildGuestSpec). */
-    disableGuestSeccomp?: boolean;
-  },
+  opts: PrepareContainerOptions,
 ): Promise<PreparedContainer> {
   checkId('container', containerId);
   const log = logger('resource', { sandbox_id: sfs.sandboxId, container_id: containerId });

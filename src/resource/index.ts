@@ -8,7 +8,13 @@ export {
   releaseContainer,
   type ContainerRecord,
 } from './container.js';
-export type { OciMount, OciSpec, PreparedContainer, RootfsMount } from './types.js';
+export type {
+  OciMount,
+  OciSpec,
+  PrepareContainerOptions,
+  PreparedContainer,
+  RootfsMount,
+} from './types.js';
 export {
   buildGuestSpec,
   sanitizeForGuest,

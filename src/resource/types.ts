@@ -14,6 +14,16 @@ export interface RootfsMount {
 /** The one OCI runtime-spec type (config.json as JSON), shared with the runtime, protocols and agent. */
 export type { OciMount, OciSpec } from '../protocols/oci-spec-types.js';
 
+/** What preparing a container's rootfs and mounts in the share needs. */
+export interface PrepareContainerOptions {
+  bundle: string;
+  rootfs: RootfsMount[];
+  spec: OciSpec;
+  readonlyRootfs?: boolean;
+  /** Kata's disable_guest_seccomp (see buildGuestSpec). */
+  disableGuestSeccomp?: boolean;
+}
+
 export interface PreparedContainer {
   /** The spec rewritten for the guest (rootfs and bind sources point into the virtio-fs share). */
   guestSpec: OciSpec;

@@ -8,38 +8,18 @@ import type { ProcessIdentity, TerminateOptions } from '../hypervisor/proc.js';
 import type { SandboxState } from '../persist/index.js';
 import type { StorageSchema } from '../protocols/gen/agent_pb.js';
 import type { NetworkRecord } from '../resource/network/index.js';
+import type { PrepareContainerOptions, PreparedContainer, RootfsMount } from '../resource/types.js';
 import type { AgentConnection } from './agent.js';
-import type { OciSpec } from './oci.js';
 import type { NetworkDeps } from './sandbox-network.js';
 
-/** containerd's rootfs Mount (CreateTaskRequest.rootfs). */
-export interface RootfsMount {
-  type: string;
-  source: string;
-  target?: string;
-  options: string[];
-}
-
-export interface PreparedContainer {
-  guestSpec: OciSpec;
-  storages: MessageInitShape<typeof StorageSchema>[];
-}
+export type { PreparedContainer, RootfsMount };
 
 /** The sandbox's virtio-fs share and what is mounted into it. */
 export interface SharedFsHandle {
   readonly hostSharedDir: string;
   setup(): Promise<void>;
   guestStorage(): MessageInitShape<typeof StorageSchema>;
-  prepareContainer(
-    containerId: string,
-    opts: {
-      bundle: string;
-      rootfs: RootfsMount[];
-      spec: OciSpec;
-      readonlyRootfs?: boolean;
-      disableGuestSeccomp?: boolean;
-    },
-  ): Promise<PreparedContainer>;
+  prepareContainer(containerId: string, opts: PrepareContainerOptions): Promise<PreparedContainer>;
   releaseContainer(containerId: string, opts: { bundle: string; rootfsMounted: boolean }): Promise<void>;
   cleanup(): Promise<void>;
 }

@@ -1,5 +1,6 @@
 // Parsers for iproute2's JSON output (`ip -j -d link|addr|route|neigh`, `tc -j qdisc|filter`). Pure: tests feed
 // them fixtures. Unknown fields are ignored; a missing field that matters is an error naming the command.
+import { ROUTE_SCOPES } from '../../contract/index.js';
 import { type LinkKind, type NetAddress, type NetNeighbour, type NetRoute, NetworkError } from './types.js';
 
 export interface IpLink {
@@ -84,15 +85,6 @@ export function parseAddrs(text: string): Map<string, NetAddress[]> {
   return out;
 }
 
-const SCOPES: Record<string, number> = {
-  universe: 0,
-  global: 0,
-  site: 200,
-  link: 253,
-  host: 254,
-  nowhere: 255,
-};
-
 /** `ip -j -4|-6 route show table main`. Multicast and IPv6 link-local prefixes are left to the guest kernel. */
 export function parseRoutes(text: string, family: 4 | 6): NetRoute[] {
   const out: NetRoute[] = [];
@@ -109,7 +101,7 @@ export function parseRoutes(text: string, family: 4 | 6): NetRoute[] {
       gateway: str(r.gateway),
       device: str(r.dev),
       source: str(r.prefsrc),
-      scope: typeof r.scope === 'string' ? (SCOPES[r.scope] ?? 0) : num(r.scope),
+      scope: typeof r.scope === 'string' ? (ROUTE_SCOPES[r.scope] ?? 0) : num(r.scope),
       mtu,
     });
   }
