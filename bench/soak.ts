@@ -4,7 +4,6 @@
 // the snapshot taken before the first cycle, and the fds of containerd and of the long-lived sandbox's shim and
 // that shim's RSS. Not in CI (hours at 200 cycles under TCG).
 // Usage: node bench/run.mjs soak [--cycles 200] [--parallel 4] [--execs 1000]
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -45,10 +44,10 @@ function rssMiB(pid: number): number {
   return Number(m?.[1] ?? 0) / 1024;
 }
 
-/** The shim serving sandbox `id` (its command line names the id). */
+/** The shim serving sandbox `id`: containerd keeps its pid in the task's bundle. */
 function shimPid(id: string): number {
-  const out = execFileSync('pgrep', ['-f', `containerd-shim-kata-v2 .*-id ${id}`], { encoding: 'utf8' });
-  return Number(out.trim().split('\n')[0]);
+  const bundle = path.join(k.ctrd.dir, 'state/io.containerd.runtime.v2.task', k.ctrd.namespace, id);
+  return Number(fs.readFileSync(path.join(bundle, 'shim.pid'), 'utf8'));
 }
 
 /** One sandbox's life: run -d, exec, kill, wait for STOPPED, delete. Returns what went wrong. */
