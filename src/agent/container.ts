@@ -10,7 +10,14 @@ import { ConsoleSocket, type Crun } from './crun.js';
 import { invalidArgument } from './errors.js';
 import { setWindowSize } from './native.js';
 import { ContainerProcess } from './process.js';
-import { SafePathError, checkContainerPath, isWithin, pinUnder, resolveExistingUnder } from './safe-path.js';
+import {
+  SafePathError,
+  checkContainerPath,
+  inKataDir,
+  isWithin,
+  pinUnder,
+  resolveExistingUnder,
+} from './safe-path.js';
 import { PipeIo, type ProcessIo, TtyIo, closeQuietly } from './stdio.js';
 
 export type ContainerStatus = 'created' | 'running' | 'paused' | 'stopped';
@@ -65,7 +72,11 @@ export function prepareSpec(input: OciSpec, ctx: PrepareContext): OciSpec {
   if (!spec.process) throw invalidArgument(`container ${ctx.containerId}: the OCI spec has no process`);
   if (!spec.process.cwd) spec.process.cwd = '/';
   if (!spec.root?.path) throw invalidArgument(`container ${ctx.containerId}: the OCI spec has no root path`);
-  const rootfs = resolveExistingUnder(ctx.kataRunDir, spec.root.path, 'container rootfs');
+  const rootfs = resolveExistingUnder(
+    ctx.kataRunDir,
+    inKataDir(ctx.kataRunDir, spec.root.path),
+    'container rootfs',
+  );
   if (!fs.statSync(rootfs).isDirectory())
     throw new SafePathError(`container rootfs ${spec.root.path} is not a directory`);
   spec.root.path = rootfs;
@@ -74,6 +85,7 @@ export function prepareSpec(input: OciSpec, ctx: PrepareContext): OciSpec {
     checkContainerPath(m.destination, 'mount destination');
     if (!isBind(m)) continue;
     if (!m.source) throw new SafePathError(`bind mount on ${m.destination} has no source`);
+    m.source = inKataDir(ctx.kataRunDir, m.source);
     // Host volumes arrive through the share (under the Kata directory); binds of the guest's own /dev,
     // /proc and /sys are passed through by the runtime as upstream does. Nothing else may be bound.
     const what = `source of the bind mount on ${m.destination}`;

@@ -3,7 +3,7 @@
 // (the shared directory is writable by the host, so it may plant symlinks there).
 import fs from 'node:fs';
 import path from 'node:path';
-import { idProblem } from '../contract/index.js';
+import { GUEST_KATA_DIR, idProblem } from '../contract/index.js';
 
 /** A path from the host that is malformed or leaves its allowed root. */
 export class SafePathError extends Error {
@@ -26,6 +26,15 @@ export function checkAbsolute(p: string, what = 'path'): string {
 
 export function isWithin(root: string, p: string): boolean {
   return p === root || p.startsWith(root.endsWith('/') ? root : `${root}/`);
+}
+
+/**
+ * A path the host names under the guest's Kata dir (GUEST_KATA_DIR), for an agent whose Kata dir is elsewhere
+ * (an agent run on a host, as the integration tests do): the same path under kataRunDir. Anything else as is.
+ */
+export function inKataDir(kataRunDir: string, p: string): string {
+  if (kataRunDir === GUEST_KATA_DIR || typeof p !== 'string' || !isWithin(GUEST_KATA_DIR, p)) return p;
+  return kataRunDir + p.slice(GUEST_KATA_DIR.length);
 }
 
 function realRootOf(root: string): string {

@@ -6,7 +6,7 @@ import type { Logger } from '../common/log.js';
 import { PollTimeoutError, pollUntil } from '../common/poll.js';
 import type { Storage } from '../protocols/gen/agent_pb.js';
 import { doMount, doUnmount, mountAt } from './mount.js';
-import { SafePathError, mkdirUnder, pinUnder, resolveUnder } from './safe-path.js';
+import { SafePathError, inKataDir, mkdirUnder, pinUnder, resolveUnder } from './safe-path.js';
 
 /** A storage request the agent cannot carry out as asked (bad driver, source or options). */
 export class StorageError extends Error {
@@ -91,7 +91,7 @@ export class StorageManager {
 
   private async addOne(s: Storage): Promise<string> {
     if (!s.mountPoint) throw new StorageError(`storage (driver ${s.driver || 'none'}) has no mount point`);
-    const mp = resolveUnder(this.opts.root, s.mountPoint, 'storage mount point');
+    const mp = resolveUnder(this.opts.root, inKataDir(this.opts.root, s.mountPoint), 'storage mount point');
     const existing = this.entries.get(mp);
     if (existing) {
       existing.refs++;
@@ -130,12 +130,7 @@ export class StorageManager {
           throw new StorageError(`local storage ${s.mountPoint}: bad mode ${mode}`);
         fs.chmodSync(mp, Number.parseInt(mode, 8));
       }
-      const gid = optionValue(s.options, 'fsgid');
-      if (gid !== undefined) {
-        if (!/^\d+$/.test(gid)) throw new StorageError(`local storage ${s.mountPoint}: bad fsgid ${gid}`);
-        fs.chownSync(mp, -1, Number(gid));
-        fs.chmodSync(mp, fs.statSync(mp).mode | 0o2000);
-      }
+      setFsGid(mp, fsGid(s));
       entry.ours = false; // a plain directory: nothing to unmount
       return;
     }
@@ -150,7 +145,11 @@ export class StorageManager {
       return;
     }
     if (driver === 'ephemeral') {
-      this.mount(s.source || 'tmpfs', mp, s.fstype || 'tmpfs', s.options, s);
+      // fsgid is Kata's option for the volume's group (kubelet's fsGroup), not a tmpfs one.
+      const gid = fsGid(s);
+      const options = s.options.filter((o) => !o.startsWith('fsgid='));
+      this.mount(s.source || 'tmpfs', mp, s.fstype || 'tmpfs', options, s);
+      setFsGid(mp, gid);
       return;
     }
     if (BLOCK.has(driver)) {
@@ -275,4 +274,19 @@ async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Pr
       throw new StorageError(`${what} did not appear within ${timeoutMs} ms`);
     throw e;
   }
+}
+
+/** Kata's fsgid option (kubelet's fsGroup), checked before anything is mounted. */
+function fsGid(s: Storage): number | undefined {
+  const gid = optionValue(s.options, 'fsgid');
+  if (gid === undefined) return undefined;
+  if (!/^\d+$/.test(gid)) throw new StorageError(`${s.driver} storage ${s.mountPoint}: bad fsgid ${gid}`);
+  return Number(gid);
+}
+
+/** The storage's root gets the group, setgid so new files inherit it. */
+function setFsGid(mp: string, gid: number | undefined): void {
+  if (gid === undefined) return;
+  fs.chownSync(mp, -1, gid);
+  fs.chmodSync(mp, fs.statSync(mp).mode | 0o2000);
 }

@@ -16,6 +16,15 @@ export const GUEST_KATA_DIR = '/run/kata-containers';
 /** Where the guest mounts the shared fs; a container's files are `<this>/<container-id>/…`. */
 export const GUEST_SHARED_DIR = `${GUEST_KATA_DIR}/shared/containers`;
 
+/**
+ * Where the guest makes a pod's ephemeral volumes (Kubernetes emptyDir with medium Memory): a tmpfs in the VM per
+ * volume, `<this>/<volume name>`, shared by the pod's containers (Kata's kata_guest_sandbox_dir()/ephemeral).
+ */
+export const GUEST_EPHEMERAL_DIR = `${GUEST_KATA_DIR}/sandbox/ephemeral`;
+
+/** The pod's /dev/shm: one tmpfs the agent makes at CreateSandbox, bound into every container (as Kata). */
+export const GUEST_SANDBOX_SHM_DIR = `${GUEST_KATA_DIR}/sandbox/shm`;
+
 /** A container's rootfs relative to the shared dir: the same on the host side of the share and in the guest. */
 export function sharedRootfsPath(containerId: string): string {
   return `${containerId}/rootfs`;

@@ -85,19 +85,37 @@ export async function ensureAgentBundle(root: string, say: (line: string) => voi
   return bundle;
 }
 
+/** koffi's prebuilt dirs for the architectures a guest can have (the guest runs the host's node, so its arch). */
+const KOFFI_TRIPLETS: Readonly<Record<string, string>> = { x64: 'linux_x64', arm64: 'linux_arm64' };
+
+/** koffi's native module, relative to its package dir, for a guest of this arch. */
+export function koffiNativePath(arch: string = process.arch): string {
+  const triplet = KOFFI_TRIPLETS[arch];
+  if (!triplet) {
+    throw new Error(
+      `the guest image cannot be built on ${arch}: koffi's native module is shipped for ${Object.keys(KOFFI_TRIPLETS).join(', ')}`,
+    );
+  }
+  return `build/koffi/${triplet}/koffi.node`;
+}
+
 /**
- * koffi's files for the guest: package.json and the linux x64 native module (rootfs.ts writes a small index.js
- * in place of koffi's, whose installer helpers load https, crypto and zlib: about a second under TCG).
+ * koffi's files for the guest: package.json and the native module for this arch (rootfs.ts writes a small
+ * index.js in place of koffi's, whose installer helpers load https, crypto and zlib: about a second under TCG).
  */
-export function koffiInputs(root: string): { packageJson: FileInput; native: FileInput } {
+export function koffiInputs(
+  root: string,
+  arch: string = process.arch,
+): { packageJson: FileInput; native: FileInput } {
   const dir = path.join(root, 'node_modules', 'koffi');
   const guest = '/usr/lib/kata-agent/node_modules/koffi';
+  const native = koffiNativePath(arch);
   return {
     packageJson: fileInput(path.join(dir, 'package.json'), 'koffi (npm package)', `${guest}/package.json`),
     native: fileInput(
-      path.join(dir, 'build', 'koffi', 'linux_x64', 'koffi.node'),
-      "koffi's native module for linux x64",
-      `${guest}/build/koffi/linux_x64/koffi.node`,
+      path.join(dir, native),
+      `koffi's native module for linux ${arch}`,
+      `${guest}/${native}`,
     ),
   };
 }

@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { GUEST_MODULES_LOAD_FILE } from '../contract/index.js';
 import type { CpioEntry } from './cpio.js';
-import type { FileInput } from './inputs.js';
+import { type FileInput, koffiNativePath } from './inputs.js';
 import { type CpuFeatures, GUEST_SNAPSHOT_PATH, snapshotEntry } from './snapshot.js';
 
 /** Where the agent lives in the guest; its node_modules holds koffi. */
@@ -41,12 +41,14 @@ export function usrMerged(p: string): string {
  * koffi's entry point in the guest: its native module as is. koffi's own index.js adds only deprecated aliases,
  * but first loads its installer's helpers (https, crypto, zlib), which costs about a second under TCG.
  */
-const KOFFI_INDEX = `'use strict';
+export function koffiIndex(arch: string = process.arch): string {
+  return `'use strict';
 // kata-ts guest image: koffi without its installer helpers (see src/image/rootfs.ts).
-const native = require('./build/koffi/linux_x64/koffi.node');
+const native = require('./${koffiNativePath(arch)}');
 if (native.version !== require('./package.json').version) throw new Error('Mismatched native Koffi modules');
 module.exports = native;
 `;
+}
 
 export function initScript(nodeFlags: string[], cpu?: CpuFeatures): string {
   const flags = nodeFlags.join(' ');
@@ -80,7 +82,7 @@ export function initScript(nodeFlags: string[], cpu?: CpuFeatures): string {
 
 /** The generated files' text, for the image's input hash (the rest of the layout is BUILDER_VERSION's job). */
 export function generatedText(nodeFlags: string[], cpu?: CpuFeatures): string {
-  return KOFFI_INDEX + initScript(nodeFlags, cpu) + (cpu ? snapshotEntry('', GUEST_AGENT_FILE) : '');
+  return koffiIndex() + initScript(nodeFlags, cpu) + (cpu ? snapshotEntry('', GUEST_AGENT_FILE) : '');
 }
 
 export function rootfsEntries(i: RootfsInputs): CpioEntry[] {
@@ -137,7 +139,7 @@ export function rootfsEntries(i: RootfsInputs): CpioEntry[] {
   add({ type: 'file', path: GUEST_AGENT_FILE, mode: 0o644, source: i.agentBundle });
   if (i.snapshot) add({ type: 'file', path: GUEST_SNAPSHOT_PATH, mode: 0o644, source: i.snapshot.blob });
   for (const f of i.koffi) add({ type: 'file', path: f.path, mode: 0o644, source: f.source });
-  text(`${GUEST_AGENT_DIR}/node_modules/koffi/index.js`, KOFFI_INDEX);
+  text(`${GUEST_AGENT_DIR}/node_modules/koffi/index.js`, koffiIndex());
 
   const modDir = `/usr/lib/modules/${i.kernelRelease}`;
   for (const [rel, src] of i.moduleFiles)

@@ -14,7 +14,7 @@ import { type MountInfo, bindMount, isMountPoint, readMountInfo, unmountTree } f
 import { mountBundleRootfs, specRootDir } from './rootfs.js';
 import type { SharedFs } from './share-fs.js';
 import type { OciMount, OciSpec, PrepareContainerOptions, PreparedContainer, RootfsMount } from './types.js';
-import { type MountPlan, guestMount, planMount, sharedNamePattern } from './volumes.js';
+import { type MountPlan, ephemeralStorage, guestMount, planMount, sharedNamePattern } from './volumes.js';
 
 export type { OciSpec, PreparedContainer, RootfsMount } from './types.js';
 
@@ -159,7 +159,8 @@ export async function prepareContainer(
       readonlyRootfs,
       disableGuestSeccomp: opts.disableGuestSeccomp,
     }),
-    storages: [],
+    // The agent ref-counts storages by mount point: the pod's containers share each ephemeral tmpfs.
+    storages: plans.flatMap((p) => (p.kind === 'ephemeral' ? [ephemeralStorage(p)] : [])),
   };
 }
 

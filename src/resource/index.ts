@@ -1,5 +1,5 @@
 // Host side of a sandbox: the virtio-fs shared dir, container rootfs and bind mounts, the sandbox cgroup.
-export { GUEST_SHARED_DIR } from '../contract/index.js';
+export { GUEST_EPHEMERAL_DIR, GUEST_SANDBOX_SHM_DIR, GUEST_SHARED_DIR } from '../contract/index.js';
 export { DEFAULT_SHARED_FS_ROOT } from './layout.js';
 export { SharedFs } from './share-fs.js';
 export {
@@ -22,7 +22,15 @@ export {
   GUEST_CGROUP_PARENT,
   type GuestSpecOptions,
 } from './guest-spec.js';
-export { planMount, guestMount, isBindMount, type MountPlan } from './volumes.js';
+export {
+  planMount,
+  guestMount,
+  isBindMount,
+  podShmBytes,
+  sandboxShmStorage,
+  DEFAULT_SHM_BYTES,
+  type MountPlan,
+} from './volumes.js';
 export { mountBundleRootfs, specRootDir } from './rootfs.js';
 export {
   SandboxCgroup,

@@ -24,9 +24,12 @@ export interface PrepareContainerOptions {
   disableGuestSeccomp?: boolean;
 }
 
+/** A grpc.Storage for the agent (what it mounts in the guest before a container or the sandbox uses it). */
+export type GuestStorage = MessageInitShape<typeof StorageSchema>;
+
 export interface PreparedContainer {
   /** The spec rewritten for the guest (rootfs and bind sources point into the virtio-fs share). */
   guestSpec: OciSpec;
-  /** grpc.Storage entries the container needs (none for virtio-fs rootfs; kept for block devices later). */
-  storages: MessageInitShape<typeof StorageSchema>[];
+  /** grpc.Storage entries the container needs: its ephemeral volumes' tmpfs (none for the virtio-fs rootfs). */
+  storages: GuestStorage[];
 }

@@ -8,7 +8,7 @@ import type { ProcessIdentity, TerminateOptions } from '../hypervisor/proc.js';
 import type { SandboxState } from '../persist/index.js';
 import type { StorageSchema } from '../protocols/gen/agent_pb.js';
 import type { NetworkRecord } from '../resource/network/index.js';
-import type { PrepareContainerOptions, PreparedContainer, RootfsMount } from '../resource/types.js';
+import type { OciSpec, PrepareContainerOptions, PreparedContainer, RootfsMount } from '../resource/types.js';
 import type { AgentConnection } from './agent.js';
 import type { NetworkDeps } from './sandbox-network.js';
 
@@ -68,6 +68,8 @@ export interface RuntimeDeps {
   processes?: ProcessControl;
   /** Optional: without it a spec naming a network namespace is refused. */
   network?: NetworkDeps;
+  /** The pod's /dev/shm size from the sandbox spec (optional: without it, DEFAULT_SHM_BYTES). */
+  podShmBytes?(spec: OciSpec): Promise<number>;
 }
 
 /** What crash cleanup (`shim delete`) needs: the same seams as the runtime, plus reading state back. */

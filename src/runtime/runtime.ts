@@ -88,6 +88,7 @@ export class Runtime {
     const quota = Number(cpu?.quota ?? 0);
     const period = Number(cpu?.period ?? 0);
     const cpus = quota > 0 && period ? quota / period : 0;
+    const shmBytes = await this.o.deps.podShmBytes?.(req.spec);
     this.starting = Sandbox.start({
       id: this.o.sandboxId,
       namespace: this.o.namespace,
@@ -99,6 +100,7 @@ export class Runtime {
       events: this.o.events,
       staticResources: { memoryBytes: limit > 0 ? limit : 0, cpus },
       netnsPath: specNetnsPath(req.spec),
+      shmBytes,
     });
     try {
       this.current = await this.starting;

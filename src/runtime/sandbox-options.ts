@@ -28,6 +28,8 @@ export interface SandboxOptions {
   staticResources?: { memoryBytes: number; cpus: number };
   /** The pod's network namespace from the OCI spec; without it the VM has loopback only (a fresh netns). */
   netnsPath?: string;
+  /** The pod's /dev/shm size (bytes); default DEFAULT_SHM_BYTES. */
+  shmBytes?: number;
 }
 
 export interface CreateContainerRequest {

@@ -6,6 +6,7 @@ import type { Hypervisor, VmExit } from '../hypervisor/hypervisor.js';
 import type { ProcessIdentity } from '../hypervisor/proc.js';
 import type { StatsContainerResponse } from '../protocols/gen/agent_pb.js';
 import type { NetworkRecord } from '../resource/network/index.js';
+import { DEFAULT_SHM_BYTES } from '../resource/volumes.js';
 import { watchAgent } from './agent-watchdog.js';
 import { type AgentClient, type AgentConnection, watchOomEvents } from './agent.js';
 import { createInGuest } from './container-create.js';
@@ -141,7 +142,15 @@ export class Sandbox {
     });
     phase(this.log, 'agent_ready');
     this.status = 'running';
-    await this.agent.createSandbox(createSandboxRequest(config, id, this.o.hostname, this.fs.guestStorage()));
+    await this.agent.createSandbox(
+      createSandboxRequest(
+        config,
+        id,
+        this.o.hostname,
+        this.fs.guestStorage(),
+        this.o.shmBytes ?? DEFAULT_SHM_BYTES,
+      ),
+    );
     phase(this.log, 'sandbox_created');
     if (this.net?.size) {
       await this.net.configureGuest(this.agent, this.stopped.signal);

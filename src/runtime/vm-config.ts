@@ -1,5 +1,3 @@
-// The VM a sandbox asks its hypervisor for (size, boot devices, agent kernel params), and how a VM that went
-// away is described in errors. Pure apart from reading the guest console log.
 import path from 'node:path';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { readFileTail } from '../common/files.js';
@@ -7,6 +5,9 @@ import type { KataConfig } from '../config/types.js';
 import { AGENT_KERNEL_PARAMS, SHARED_FS_TAG } from '../contract/index.js';
 import type { VmConfig, VmExit } from '../hypervisor/hypervisor.js';
 import type { CreateSandboxRequestSchema, StorageSchema } from '../protocols/gen/agent_pb.js';
+// The VM a sandbox asks its hypervisor for (size, boot devices, agent kernel params), and how a VM that went
+// away is described in errors. Pure apart from reading the guest console log.
+import { sandboxShmStorage } from '../resource/volumes.js';
 
 export const VM_RUN_ROOT = '/run/vc/vm';
 const MIB = 1024 * 1024;
@@ -52,16 +53,20 @@ export function sandboxVmConfig(i: SandboxVmInput): VmConfig {
   };
 }
 
-/** The agent's CreateSandbox: host name, the shared fs, kernel modules from config (`name param...` lines). */
+/**
+ * The agent's CreateSandbox: host name, the shared fs and the pod's /dev/shm (a guest tmpfs of shmBytes), kernel
+ * modules from config (`name param...` lines).
+ */
 export function createSandboxRequest(
   config: KataConfig,
   sandboxId: string,
   hostname: string,
   sharedFs: MessageInitShape<typeof StorageSchema>,
+  shmBytes: number,
 ): MessageInitShape<typeof CreateSandboxRequestSchema> {
   return {
     hostname,
-    storages: [sharedFs],
+    storages: [sharedFs, sandboxShmStorage(shmBytes)],
     sandboxId,
     sandboxPidns: false,
     guestHookPath: config.hypervisor.guest_hook_path,

@@ -7,6 +7,7 @@ import {
   SandboxCgroup,
   SharedFs,
   cleanupSandboxShare,
+  podShmBytes,
   prepareContainer,
   releaseContainer,
 } from '../resource/index.js';
@@ -36,6 +37,7 @@ export function realDeps(): RuntimeDeps & CleanupDeps {
     },
     createHypervisor: (config, log) => createHypervisor(config, log),
     sharedFs,
+    podShmBytes,
     connectAgent: (endpoint, opts) =>
       connectAgent(endpoint, {
         ...opts,

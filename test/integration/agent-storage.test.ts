@@ -47,6 +47,22 @@ describe('StorageManager (root: mounts)', () => {
     sm.release(added);
   });
 
+  it("gives an ephemeral tmpfs kubelet's fsGroup (Kata's fsgid option, not passed to mount)", async () => {
+    const mp = path.join(root, 'sandbox/ephemeral/cache');
+    const eph = (options: string[]) =>
+      storage({ driver: 'ephemeral', source: 'tmpfs', fstype: 'tmpfs', mountPoint: mp, options });
+    const added = await sm.add([eph(['fsgid=2000'])]);
+    expect(mountAt(mp)?.fstype).toBe('tmpfs');
+    const st = fs.statSync(mp);
+    expect(st.gid).toBe(2000);
+    expect(st.mode & 0o2000).toBe(0o2000);
+    sm.release(added);
+    await expect(sm.add([eph(['fsgid=staff'])])).rejects.toThrow(
+      /ephemeral storage .*cache: bad fsgid staff/,
+    );
+    expect(mountAt(mp)).toBeUndefined();
+  });
+
   it('bind-mounts a source under the root and refuses one outside it', async () => {
     const src = path.join(root, 'shared/vol');
     fs.mkdirSync(src, { recursive: true });

@@ -4,6 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
+  GUEST_EPHEMERAL_DIR,
+  GUEST_SANDBOX_SHM_DIR,
   GUEST_SHARED_DIR,
   type OciSpec,
   type RootfsMount,
@@ -122,7 +124,7 @@ describe('prepareContainer / releaseContainer', () => {
 
     const mounts = g.mounts ?? [];
     expect(mounts[0]).toEqual(specFor(f).mounts?.[0]);
-    expect(mounts[1]).toMatchObject({ destination: '/dev/shm', type: 'tmpfs', source: 'shm' });
+    expect(mounts[1]).toMatchObject({ destination: '/dev/shm', type: 'bind', source: GUEST_SANDBOX_SHM_DIR });
     const hosts = mounts[2]!;
     const data = mounts[3]!;
     expect(hosts.source).toMatch(new RegExp(`^${GUEST_SHARED_DIR}/c1-[0-9a-f]{16}-hosts$`));
@@ -221,6 +223,48 @@ describe('prepareContainer / releaseContainer', () => {
       prepareContainer(f.sfs, 'c7', { bundle: f.bundle, rootfs: [f.overlay], spec: specFor(f) }),
     ).rejects.toThrow(/c7 .*already prepared/);
     // cleanupSandboxShare alone (afterEach) must release the prepared container, bundle rootfs included.
+  });
+
+  it("makes a memory-backed emptyDir a guest tmpfs (Kata's ephemeral storage), with kubelet's fsGroup", async () => {
+    // kubelet's layout for emptyDir {medium: Memory}: a tmpfs at .../volumes/kubernetes.io~empty-dir/<name>.
+    const volumes = path.join(f.dir, 'pods/uid-1/volumes');
+    const cache = path.join(volumes, 'kubernetes.io~empty-dir/cache');
+    const disk = path.join(volumes, 'kubernetes.io~empty-dir/scratch');
+    fs.mkdirSync(cache, { recursive: true });
+    fs.mkdirSync(disk);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', cache]);
+    try {
+      fs.chownSync(cache, 0, 2000);
+      const spec = specFor(f);
+      spec.mounts = [
+        { destination: '/cache', type: 'bind', source: cache, options: ['rbind', 'rprivate', 'rw'] },
+        { destination: '/scratch', type: 'bind', source: disk, options: ['rbind', 'rw'] },
+      ];
+      const prepared = await prepareContainer(f.sfs, 'c10', { bundle: f.bundle, rootfs: [f.overlay], spec });
+      expect(prepared.storages).toEqual([
+        {
+          driver: 'ephemeral',
+          source: 'tmpfs',
+          fstype: 'tmpfs',
+          options: ['fsgid=2000'],
+          mountPoint: `${GUEST_EPHEMERAL_DIR}/cache`,
+        },
+      ]);
+      const [eph, scratch] = prepared.guestSpec.mounts ?? [];
+      expect(eph).toEqual({
+        destination: '/cache',
+        type: 'bind',
+        source: `${GUEST_EPHEMERAL_DIR}/cache`,
+        options: ['rbind', 'rprivate', 'rw'],
+      });
+      // A disk-backed emptyDir is a host dir like any other: shared.
+      expect(scratch?.source).toMatch(new RegExp(`^${GUEST_SHARED_DIR}/c10-[0-9a-f]{16}-scratch$`));
+      // Nothing of the tmpfs one is in the share.
+      expect(fs.readdirSync(f.sfs.hostSharedDir).filter((n) => n.endsWith('-cache'))).toEqual([]);
+      await releaseContainer(f.sfs, 'c10');
+    } finally {
+      execFileSync('umount', [cache]);
+    }
   });
 
   it('SharedFs.cleanup leaves unreleased containers to cleanupSandboxShare, keeping their records', async () => {

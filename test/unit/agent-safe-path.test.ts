@@ -8,6 +8,7 @@ import {
   SafePathError,
   checkAbsolute,
   checkId,
+  inKataDir,
   mkdirUnder,
   pinUnder,
   resolveExistingUnder,
@@ -30,6 +31,16 @@ fs.symlinkSync('loop1', path.join(root, 'loop2'));
 fs.symlinkSync('../..', path.join(root, 'a/up-up')); // resolves to root/.. = tmp
 
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+describe('inKataDir', () => {
+  it("moves the guest Kata dir's paths to an agent's own Kata dir, and nothing else", () => {
+    expect(inKataDir('/tmp/k', '/run/kata-containers/sandbox/shm')).toBe('/tmp/k/sandbox/shm');
+    expect(inKataDir('/tmp/k', '/run/kata-containers')).toBe('/tmp/k');
+    expect(inKataDir('/tmp/k', '/run/kata-containers-evil/x')).toBe('/run/kata-containers-evil/x');
+    expect(inKataDir('/tmp/k', '/dev/null')).toBe('/dev/null');
+    expect(inKataDir('/run/kata-containers', '/run/kata-containers/x')).toBe('/run/kata-containers/x');
+  });
+});
 
 describe('resolveUnder', () => {
   it('resolves plain paths, missing tails and symlinks that stay inside the root', () => {

@@ -3,11 +3,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
+  DEFAULT_SHM_BYTES,
+  GUEST_EPHEMERAL_DIR,
+  GUEST_SANDBOX_SHM_DIR,
   GUEST_SHARED_DIR,
   type OciSpec,
   buildGuestSpec,
   guestMount,
   planMount,
+  podShmBytes,
+  sandboxShmStorage,
   sanitizeForGuest,
 } from '../../src/resource/index.js';
 import {
@@ -43,17 +48,48 @@ describe('planMount', () => {
     }
   });
 
-  it('turns a host /dev/shm bind into a guest tmpfs', async () => {
-    const p = await planMount(
+  it("makes every /dev/shm the pod's (one guest tmpfs from CreateSandbox), read-only where asked", async () => {
+    const bind = await planMount(
       'c',
       { destination: '/dev/shm', type: 'bind', source: tmp, options: ['rbind', 'ro'] },
       tmp,
     );
-    expect(guestMount(p)).toEqual({
+    expect(guestMount(bind)).toEqual({
       destination: '/dev/shm',
-      type: 'tmpfs',
+      type: 'bind',
+      source: GUEST_SANDBOX_SHM_DIR,
+      options: ['rbind', 'ro'],
+    });
+    const own = await planMount(
+      'c',
+      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'size=65536k'] },
+      tmp,
+    );
+    expect(guestMount(own)).toEqual({
+      destination: '/dev/shm',
+      type: 'bind',
+      source: GUEST_SANDBOX_SHM_DIR,
+      options: ['rbind'],
+    });
+  });
+
+  it("sizes the pod's /dev/shm from the host tmpfs the sandbox spec binds there", async () => {
+    const spec = (source: string): OciSpec => ({
+      ociVersion: '1.1.0',
+      mounts: [{ destination: '/dev/shm', type: 'bind', source, options: ['rbind'] }],
+    });
+    expect(await podShmBytes({ ociVersion: '1.1.0' })).toBe(DEFAULT_SHM_BYTES);
+    const st = fs.statfsSync(tmp);
+    expect(await podShmBytes(spec(tmp))).toBe(st.blocks * st.bsize);
+    await expect(podShmBytes(spec('/no/such/shm'))).rejects.toThrow(
+      "sizing the pod's /dev/shm from /no/such/shm: ENOENT",
+    );
+    expect(sandboxShmStorage(1 << 20)).toEqual({
+      driver: 'ephemeral',
       source: 'shm',
-      options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k', 'ro'],
+      fstype: 'tmpfs',
+      options: ['noexec', 'nosuid', 'nodev', 'mode=1777', 'size=1048576'],
+      mountPoint: GUEST_SANDBOX_SHM_DIR,
     });
   });
 
@@ -90,6 +126,32 @@ describe('planMount', () => {
       readonly: false,
       recursive: false,
     });
+  });
+
+  it("plans Kata's ephemeral marker type as a guest tmpfs; an emptyDir on disk stays shared", async () => {
+    const p = await planMount(
+      'c',
+      { destination: '/cache', type: 'ephemeral', source: '/var/lib/kubelet/pods/u/volumes/e/cache' },
+      tmp,
+    );
+    expect(p).toMatchObject({ kind: 'ephemeral', name: 'cache' });
+    expect(guestMount(p)).toEqual({
+      destination: '/cache',
+      type: 'bind',
+      source: `${GUEST_EPHEMERAL_DIR}/cache`,
+      options: ['rbind'],
+    });
+    await expect(planMount('c', { destination: '/x', type: 'ephemeral', source: '/' }, tmp)).rejects.toThrow(
+      /ephemeral volume "\/" -> \/x: its source must end in a volume name/,
+    );
+    const disk = path.join(tmp, 'pods/u/volumes/kubernetes.io~empty-dir/scratch');
+    fs.mkdirSync(disk, { recursive: true });
+    const d = await planMount(
+      'c',
+      { destination: '/s', type: 'bind', source: disk, options: ['rbind'] },
+      tmp,
+    );
+    expect(d.kind).toBe('share');
   });
 
   it('names the mount when the source is unusable', async () => {

@@ -83,6 +83,11 @@ export interface LinuxContainerSecurityContext {
   namespaceOptions?: NamespaceOption;
   readonlyRootfs?: boolean;
   runAsUser?: { value: Int64 };
+  runAsGroup?: { value: Int64 };
+  supplementalGroups?: Int64[];
+  /** Capability names without the CAP_ prefix ("ALL" in drop for every one), as kubelet sends them. */
+  capabilities?: { addCapabilities?: string[]; dropCapabilities?: string[] };
+  noNewPrivs?: boolean;
   privileged?: boolean;
 }
 
