@@ -16,6 +16,7 @@ import {
   startCriContainerd,
   waitPodsGone,
 } from '../helpers/cri/containerd-cri.js';
+import { runStream } from '../helpers/cri/stream.js';
 import { baseOverrides, configText, guestImage, guestKernelVersion } from './shim-fixtures.js';
 
 let env: CriContainerd | undefined;
@@ -255,6 +256,47 @@ describe.each<RuntimeHandler>(['kata', 'runc'])('a pod with runtime_handler %s',
     expect(ms, ctrdLog()).toBeLessThan(5_000);
     // And the container is unharmed.
     expect((await cri().cri.execSync(main.id, ['true'], 20)).exitCode).toBe(0);
+  });
+
+  it('Exec streams stdin, stdout, stderr and the exit code through the streaming server (kubectl exec)', async () => {
+    const url = await cri().cri.exec({
+      containerId: main.id,
+      cmd: ['sh', '-c', 'head -c 5; echo; echo to-err >&2; exit 3'],
+      stdin: true,
+      stdout: true,
+      stderr: true,
+    });
+    const r = await runStream(url, { stdin: 'hello', timeoutMs: 30_000 });
+    expect({ out: r.stdout.toString(), err: r.stderr.toString(), code: r.exitCode }, ctrdLog()).toEqual({
+      out: 'hello\n',
+      err: 'to-err\n',
+      code: 3,
+    });
+  });
+
+  it('Exec with a tty takes the terminal size from the resize channel (kubectl exec -it)', async () => {
+    const url = await cri().cri.exec({
+      containerId: main.id,
+      cmd: ['sh', '-c', 'sleep 1; stty size'],
+      tty: true,
+      stdin: true,
+      stdout: true,
+    });
+    const r = await runStream(url, { resize: { width: 111, height: 33 }, timeoutMs: 30_000 });
+    expect({ out: r.stdout.toString(), code: r.exitCode }, ctrdLog()).toEqual({ out: '33 111\r\n', code: 0 });
+  });
+
+  it("Attach streams a running container's stdin and stdout (kubectl attach -i)", async () => {
+    const echoer = await startContainer('echoer', 'while read l; do echo "got $l"; done', { stdin: true });
+    const url = await cri().cri.attach({ containerId: echoer.id, stdin: true, stdout: true, stderr: true });
+    const r = await runStream(url, {
+      stdin: 'ping\n',
+      until: (o) => o.stdout.toString().includes('got ping\n'),
+      timeoutMs: 30_000,
+    });
+    expect(r.stdout.toString(), ctrdLog()).toBe('got ping\n');
+    // Detaching leaves it running.
+    expect((await cri().cri.containerStatus(echoer.id)).status.state).toBe('CONTAINER_RUNNING');
   });
 
   it('reports exit code and times of a finished container', async () => {

@@ -212,6 +212,29 @@ export class CriClient {
     );
   }
 
+  /** Exec through the streaming server: the URL to open with a stream client (test/helpers/cri/stream.ts). */
+  async exec(
+    req: {
+      containerId: string;
+      cmd: string[];
+      tty?: boolean;
+      stdin?: boolean;
+      stdout?: boolean;
+      stderr?: boolean;
+    },
+    o?: CallOptions,
+  ): Promise<string> {
+    return (await this.rt<{ url: string }>('exec', req, o)).url;
+  }
+
+  /** Attach to a container's process through the streaming server: the URL to open. */
+  async attach(
+    req: { containerId: string; tty?: boolean; stdin?: boolean; stdout?: boolean; stderr?: boolean },
+    o?: CallOptions,
+  ): Promise<string> {
+    return (await this.rt<{ url: string }>('attach', req, o)).url;
+  }
+
   async updateContainerResources(
     containerId: string,
     linux: LinuxContainerResources,
