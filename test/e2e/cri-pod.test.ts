@@ -210,6 +210,24 @@ describe.each<RuntimeHandler>(['kata', 'runc'])('a pod with runtime_handler %s',
     for (const l of lines) expect(Math.abs(l.time.getTime() - Date.now())).toBeLessThan(600_000);
   });
 
+  it("ReopenContainerLog after kubelet's log rotation: new lines go to the new file, none lost", async () => {
+    const ticker = await startContainer(
+      'ticker',
+      'i=0; while :; do echo "tick $i"; i=$((i+1)); sleep 0.1; done',
+    );
+    const ticks = (file: string) => criLogLines(file).map((l) => Number(l.text.replace('tick ', '')));
+    await waitFor('ticks in the log', async () => (ticks(ticker.log).length >= 3 ? true : undefined));
+    fs.renameSync(ticker.log, `${ticker.log}.1`);
+    await cri().cri.reopenContainerLog(ticker.id);
+    await waitFor('ticks in the reopened log', async () =>
+      fs.existsSync(ticker.log) && ticks(ticker.log).length >= 3 ? true : undefined,
+    );
+    await cri().cri.stopContainer(ticker.id, 0);
+    const all = [...ticks(`${ticker.log}.1`), ...ticks(ticker.log)];
+    expect(all, ctrdLog()).toEqual(all.map((_, i) => i));
+    await cri().cri.removeContainer(ticker.id);
+  });
+
   it('ExecSync returns stdout, stderr and the exit code', async () => {
     const r = await cri().cri.execSync(
       main.id,

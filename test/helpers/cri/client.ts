@@ -251,6 +251,22 @@ export class CriClient {
     return (await this.rt<{ stats: PodSandboxStats }>('podSandboxStats', { podSandboxId }, o)).stats;
   }
 
+  async listContainerStats(
+    filter: { podSandboxId?: string } = {},
+    o?: CallOptions,
+  ): Promise<ContainerStats[]> {
+    return (await this.rt<{ stats: ContainerStats[] }>('listContainerStats', { filter }, o)).stats;
+  }
+
+  async listPodSandboxStats(o?: CallOptions): Promise<PodSandboxStats[]> {
+    return (await this.rt<{ stats: PodSandboxStats[] }>('listPodSandboxStats', { filter: {} }, o)).stats;
+  }
+
+  /** kubelet's log rotation: the container's log file was renamed; containerd opens a new one at logPath. */
+  async reopenContainerLog(containerId: string, o?: CallOptions): Promise<void> {
+    await this.rt('reopenContainerLog', { containerId }, o);
+  }
+
   async listImages(o?: CallOptions): Promise<Image[]> {
     const r = await this.call<{ images: Image[] }>(this.image, 'listImages', {}, o);
     return r.images;

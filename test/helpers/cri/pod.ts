@@ -23,12 +23,14 @@ export async function runTestPod(
   handler: RuntimeHandler,
   name: string,
   linux: NonNullable<PodSandboxConfig['linux']> = {},
+  annotations: Record<string, string> = {},
 ): Promise<TestPod> {
   const logDir = path.join(env.podLogDir, name);
   fs.mkdirSync(logDir, { recursive: true });
   const config: PodSandboxConfig = {
     metadata: { name, uid: `uid-${name}`, namespace: 'kata-ts-test', attempt: 0 },
     logDirectory: logDir,
+    annotations,
     linux: {
       ...linux,
       securityContext: { namespaceOptions: NODE_NAMESPACES, ...linux.securityContext },

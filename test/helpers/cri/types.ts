@@ -89,6 +89,8 @@ export interface LinuxContainerSecurityContext {
   capabilities?: { addCapabilities?: string[]; dropCapabilities?: string[] };
   noNewPrivs?: boolean;
   privileged?: boolean;
+  /** Localhost: localhostRef is the absolute path of a profile on the node, which containerd reads. */
+  seccomp?: { profileType: 'RuntimeDefault' | 'Unconfined' | 'Localhost'; localhostRef?: string };
 }
 
 export interface ContainerConfig {
