@@ -1,6 +1,8 @@
-// The host cgroup of a sandbox (kata_<sid>), holding the VMM and its helpers (QEMU, virtiofsd) so the sandbox's
-// host-side usage is accounted and limitable in one place. Works on cgroup v2 (one unified tree) and on v1 /
-// hybrid hosts (one dir per v1 hierarchy; the empty v2 tree of a hybrid host is not used).
+// The host cgroup of a sandbox, holding the VMM and its helpers (QEMU, virtiofsd) so the sandbox's host-side
+// usage is accounted and limitable in one place. As runtime-rs, it is the sandbox container's linux.cgroupsPath
+// (CRI: <cgroup_parent>/<sandbox id>, so kubelet's pod cgroup holds the VM and containerd's PodSandboxStats reads
+// it); without one, kata_<sid> at the root. Works on cgroup v2 (one unified tree) and on v1 / hybrid hosts (one
+// dir per v1 hierarchy; the empty v2 tree of a hybrid host is not used).
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { logger } from '../common/log.js';
@@ -22,7 +24,27 @@ export async function detectCgroupVersion(mountRoot = CGROUP_MOUNT_ROOT): Promis
   }
 }
 
+/**
+ * The sandbox cgroup's path from the sandbox spec's linux.cgroupsPath, in the cgroupfs driver's form (absolute:
+ * from the hierarchy root; relative: under this process's cgroup, as runc). The systemd driver's
+ * `slice:prefix:name` needs systemd, which kata-ts does not drive: undefined (kata_<sid> at the root), with why.
+ */
+export function sandboxCgroupPath(cgroupsPath: string | undefined): { path?: string; ignored?: string } {
+  const p = cgroupsPath?.trim();
+  if (!p) return {};
+  if (!p.startsWith('/') && p.split(':').length === 3)
+    return {
+      ignored: `cgroupsPath ${p} is in the systemd driver's form; kata-ts manages cgroupfs paths only`,
+    };
+  const parts = p.split('/').filter(Boolean);
+  if (parts.length === 0 || parts.some((c) => c === '.' || c === '..'))
+    return { ignored: `cgroupsPath ${JSON.stringify(p)} names no cgroup below the root` };
+  return { path: p.startsWith('/') ? `/${parts.join('/')}` : parts.join('/') };
+}
+
 export interface SandboxCgroupOptions {
+  /** The sandbox cgroup itself (sandboxCgroupPath's form); default: kata_<sid> under `parent`. */
+  path?: string;
   /** Cgroup path the sandbox cgroup goes under, relative to the hierarchy root (default: the root, as Kata). */
   parent?: string;
   /** Put the cgroup under this process's own cgroup (then `parent` is relative to it). */
@@ -86,7 +108,7 @@ async function hierarchies(mountRoot: string, version: CgroupVersion): Promise<H
 
 export class SandboxCgroup {
   readonly sandboxId: string;
-  /** The cgroup's own name: kata_<sid>. */
+  /** The cgroup's own name: the last part of its path (kata_<sid> by default). */
   readonly name: string;
   private readonly opts: SandboxCgroupOptions;
   private resolved?: { version: CgroupVersion; dirs: string[] };
@@ -95,7 +117,7 @@ export class SandboxCgroup {
   constructor(sandboxId: string, opts: SandboxCgroupOptions = {}) {
     checkId('sandbox', sandboxId);
     this.sandboxId = sandboxId;
-    this.name = `kata_${sandboxId}`;
+    this.name = opts.path ? path.posix.basename(opts.path) : `kata_${sandboxId}`;
     this.opts = opts;
     this.log = logger('resource', { sandbox_id: sandboxId });
   }
@@ -110,29 +132,36 @@ export class SandboxCgroup {
       throw new Error(`sandbox ${this.sandboxId}: no cgroup ${version} hierarchy under ${mountRoot}`);
     const dirs: string[] = [];
     for (const h of hs) {
-      const base = this.opts.nestUnderSelf ? await selfPath(h, version) : '/';
-      const rel = path.posix.join('/', base, this.opts.parent ?? '', this.name);
+      const p = this.opts.path;
+      const base = this.opts.nestUnderSelf || (p && !p.startsWith('/')) ? await selfPath(h, version) : '/';
+      const rel = p
+        ? path.posix.join('/', base, p)
+        : path.posix.join('/', base, this.opts.parent ?? '', this.name);
       dirs.push(path.join(h.mount, rel));
     }
     this.resolved = { version, dirs };
     return this.resolved;
   }
 
-  /** Creates the cgroup in every hierarchy; idempotent. On failure removes what it created. */
+  /**
+   * Creates the cgroup in every hierarchy, with any missing parent (kubelet's pod cgroup when no kubelet made
+   * it); idempotent. On failure removes what it created. Parents stay, as runc leaves them: they are shared.
+   */
   async create(): Promise<void> {
     const { version, dirs } = await this.paths();
+    const mountRoot = path.resolve(this.opts.mountRoot ?? CGROUP_MOUNT_ROOT);
     const made: string[] = [];
     try {
       for (const d of dirs) {
-        const first = await fs.mkdir(d, { recursive: true });
-        if (first !== undefined) made.push(d);
-        // A v1 cpuset cgroup admits no task until it has cpus and mems; inherit the parent's.
-        if (version === 'v1' && (await exists(path.join(d, 'cpuset.cpus')))) {
-          for (const f of ['cpuset.cpus', 'cpuset.mems']) {
-            const cur = (await fs.readFile(path.join(d, f), 'utf8')).trim();
-            if (cur === '')
-              await fs.writeFile(path.join(d, f), await fs.readFile(path.join(path.dirname(d), f), 'utf8'));
-          }
+        // Top-down, so that each new v1 cpuset level can take its parent's cpus and mems.
+        const chain: string[] = [];
+        for (let c = d; c.length > mountRoot.length && c !== path.dirname(c); c = path.dirname(c))
+          chain.unshift(c);
+        for (const c of chain) {
+          if (await exists(c)) continue;
+          await fs.mkdir(c);
+          made.push(c);
+          if (version === 'v1') await inheritCpuset(c);
         }
       }
     } catch (err) {
@@ -226,6 +255,16 @@ export class SandboxCgroup {
       );
     }
     this.log.debug({ dirs }, 'sandbox cgroup removed');
+  }
+}
+
+/** A v1 cpuset cgroup admits no task until it has cpus and mems: a new one takes its parent's. */
+async function inheritCpuset(dir: string): Promise<void> {
+  if (!(await exists(path.join(dir, 'cpuset.cpus')))) return;
+  for (const f of ['cpuset.cpus', 'cpuset.mems']) {
+    const cur = (await fs.readFile(path.join(dir, f), 'utf8')).trim();
+    if (cur === '')
+      await fs.writeFile(path.join(dir, f), await fs.readFile(path.join(path.dirname(dir), f), 'utf8'));
   }
 }
 

@@ -56,7 +56,7 @@ export async function cleanupSandbox(
   const cgroupOf = deps.sandboxCgroup;
   if (cgroupOf) {
     await attempt('removing the sandbox cgroup', async () => {
-      const cg = cgroupOf(sandboxId);
+      const cg = cgroupOf(sandboxId, state?.cgroupPath);
       if ((await cg.pids()).length > 0) actions.push('emptied the sandbox cgroup');
       await cg.remove();
     });

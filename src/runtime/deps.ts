@@ -32,6 +32,8 @@ export type PersistedSandbox = SandboxState & {
   vm?: VmState;
   /** Taps, filters and qdiscs made in the pod netns, recorded before each is made. */
   network?: NetworkRecord;
+  /** The sandbox's host cgroup when not the default kata_<sid> (the spec's cgroupsPath), recorded before it is made. */
+  cgroupPath?: string;
 };
 
 /** Host processes by identity (pid + start time), never by command line. */
@@ -60,8 +62,8 @@ export interface RuntimeDeps {
     endpoint: AgentEndpoint,
     opts: { timeoutMs: number; log: Logger; signal?: AbortSignal },
   ): Promise<AgentConnection>;
-  /** Optional: without it the VMM stays in the shim's cgroup. */
-  sandboxCgroup?(sandboxId: string): SandboxCgroupHandle;
+  /** Optional: without it the VMM stays in the shim's cgroup. `path`: the sandbox spec's cgroupsPath. */
+  sandboxCgroup?(sandboxId: string, path?: string): SandboxCgroupHandle;
   saveState(state: PersistedSandbox): Promise<void>;
   removeState(sandboxId: string): Promise<void>;
   /** Optional: without it the persisted state names no shim process. */
@@ -77,7 +79,7 @@ export interface CleanupDeps {
   loadState(sandboxId: string): Promise<PersistedSandbox | undefined>;
   removeState(sandboxId: string): Promise<void>;
   sharedFs(sandboxId: string): Pick<SharedFsHandle, 'cleanup'>;
-  sandboxCgroup?(sandboxId: string): SandboxCgroupHandle;
+  sandboxCgroup?(sandboxId: string, path?: string): SandboxCgroupHandle;
   /** The hypervisor's "undo a dead VM from its persisted state" (kill its processes, free CID, run dir). */
   cleanupDeadVm(state: VmState, log: Logger): Promise<void>;
   processes: ProcessControl;

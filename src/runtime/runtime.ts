@@ -101,6 +101,7 @@ export class Runtime {
       staticResources: { memoryBytes: limit > 0 ? limit : 0, cpus },
       netnsPath: specNetnsPath(req.spec),
       shmBytes,
+      cgroupsPath: req.spec.linux?.cgroupsPath,
     });
     try {
       this.current = await this.starting;

@@ -30,6 +30,8 @@ export interface SandboxOptions {
   netnsPath?: string;
   /** The pod's /dev/shm size (bytes); default DEFAULT_SHM_BYTES. */
   shmBytes?: number;
+  /** The sandbox spec's linux.cgroupsPath: where the VMM's host cgroup goes (default kata_<sid>). */
+  cgroupsPath?: string;
 }
 
 export interface CreateContainerRequest {

@@ -17,6 +17,7 @@ export interface SnapshotInput {
   createdAt: string;
   state: PersistedSandbox['state'];
   network: PersistedSandbox['network'];
+  cgroupPath: string | undefined;
 }
 
 export function sandboxSnapshot(i: SnapshotInput): PersistedSandbox {
@@ -43,6 +44,7 @@ export function sandboxSnapshot(i: SnapshotInput): PersistedSandbox {
     createdAt: i.createdAt,
     state: i.state,
     ...(i.network?.taps.length ? { network: i.network } : {}),
+    ...(i.cgroupPath ? { cgroupPath: i.cgroupPath } : {}),
   };
 }
 

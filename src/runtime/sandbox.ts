@@ -16,6 +16,7 @@ import { RuntimeError, alreadyExists, attempts, errorMessage, notFound, withCont
 import type { StdioPaths } from './io.js';
 import type { OciProcess, OciResources } from './oci.js';
 import { type ContainerProcess, type ExitInfo, UNKNOWN_EXIT_STATUS } from './process.js';
+import { joinSandboxCgroup } from './sandbox-cgroup.js';
 import { SandboxNetwork, internetworkingModel } from './sandbox-network.js';
 import type { CreateContainerRequest, SandboxOptions, SandboxStatus } from './sandbox-options.js';
 import { SandboxSizer } from './sandbox-sizing.js';
@@ -47,6 +48,7 @@ export class Sandbox {
   /** Set with static_sandbox_resource_mgmt = false: the VM grows and shrinks with its containers' limits. */
   private sizer: SandboxSizer | undefined;
   private netRecord: NetworkRecord | undefined;
+  private cgroupPath: string | undefined;
   private stopping: Promise<void> | undefined;
   /** Why the VM exited on its own (set before the stop it causes). */
   private vmGone: string | undefined;
@@ -127,7 +129,18 @@ export class Sandbox {
     await this.setupNetwork();
     await this.hv.startVm(VM_START_TIMEOUT_MS);
     phase(this.log, 'vm_launched', { pids: this.hv.getPids() });
-    await this.joinSandboxCgroup();
+    if (deps.sandboxCgroup)
+      this.cgroup = await joinSandboxCgroup({
+        make: deps.sandboxCgroup,
+        sandboxId: id,
+        cgroupsPath: this.o.cgroupsPath,
+        pids: this.hv.getPids(),
+        record: async (p) => {
+          this.cgroupPath = p;
+          if (p) await this.persistNow('created');
+        },
+        log: this.log,
+      });
 
     // Stop waiting for the agent as soon as the VMM dies (bad kernel, QEMU error): the error says why.
     const vmGone = new AbortController();
@@ -185,22 +198,6 @@ export class Sandbox {
       },
     });
     await this.net.plug(this.hv.nicSink());
-  }
-
-  /** QEMU and virtiofsd go into the sandbox's host cgroup; a failure there is logged, not fatal. */
-  private async joinSandboxCgroup(): Promise<void> {
-    const make = this.o.deps.sandboxCgroup;
-    if (!make || !this.hv) return;
-    try {
-      this.cgroup = make(this.id);
-      await this.cgroup.create();
-      for (const pid of this.hv.getPids()) await this.cgroup.addProcess(pid);
-    } catch (e) {
-      this.log.warn(
-        { err: errorMessage(e) },
-        'the sandbox cgroup could not be set up; the VM stays in the shim cgroup',
-      );
-    }
   }
 
   container(id: string): Container {
@@ -432,6 +429,7 @@ export class Sandbox {
         createdAt: this.createdAt,
         state,
         network: this.netRecord,
+        cgroupPath: this.cgroupPath,
       }),
     );
   }

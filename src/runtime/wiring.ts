@@ -43,8 +43,8 @@ export function realDeps(): RuntimeDeps & CleanupDeps {
         ...opts,
         dialVsock: async (cid, port) => (await import('./vsock.js')).dialVsock(cid, port),
       }),
-    sandboxCgroup: (sid) => {
-      const cg = new SandboxCgroup(sid);
+    sandboxCgroup: (sid, path) => {
+      const cg = new SandboxCgroup(sid, { path });
       return {
         create: () => cg.create(),
         addProcess: (pid) => cg.addProcess(pid),

@@ -1,6 +1,6 @@
 // What kata-ts can leave on the host, and the diff that finds leftovers (no vitest here: benchmarks use it too;
 // the vitest hooks are leftovers.ts). A snapshot lists what kata-ts can leave behind:
-// its processes (QEMU, virtiofsd, shim), mounts and dirs, host sandbox cgroups (kata_<sid> in every hierarchy),
+// its processes (QEMU, virtiofsd, shim), mounts and dirs, host sandbox cgroups (kata_<sid>, or the spec's cgroupsPath, in every hierarchy),
 // vsock guest-CID records, network links (taps, veths), their qdiscs and network namespaces. A leftover is what
 // names one of the test's ids, or what is in the snapshot after the test but was not in the one before it.
 import { execFileSync } from 'node:child_process';
@@ -15,7 +15,8 @@ export interface HostSnapshot {
   mounts: string[];
   /** Per-sandbox dirs under /run/kata, /run/vc/vm and the shared-fs root. */
   dirs: string[];
-  /** kata_* cgroup dirs, at a hierarchy's root or one level below. */
+  /** kata_* cgroup dirs (a hierarchy's root or one level below) and container cgroups under containerd's and
+   * kubelet's parents (a sandbox cgroup is the spec's cgroupsPath). */
   cgroups: string[];
   /** `<cid> <owner>` of the vsock CID registry. */
   vsockCids: string[];
@@ -70,6 +71,29 @@ function mountTable(): [string, string][] {
     });
 }
 
+/**
+ * Where containerd and kubelet put container cgroups (containerd's /<namespace>/<id>, kubelet's pod cgroups):
+ * a kata-ts sandbox cgroup is the sandbox spec's cgroupsPath, so it lands there. Other trees (the host's own)
+ * change by themselves and are not looked at.
+ */
+const CONTAINER_CGROUP_PARENTS = new Set(['default', 'k8s.io', 'kata-ts-test', 'kubepods']);
+/** kubelet's QoS and pod levels: made by kubelet (here: by the test playing it), not container cgroups. */
+const KUBELET_LEVEL = /^(besteffort|burstable|guaranteed|pod.*)$/;
+
+function subdirs(dir: string): string[] {
+  return ls(dir).filter(
+    (e) => !e.includes('.') && fs.statSync(path.join(dir, e), { throwIfNoEntry: false })?.isDirectory(),
+  );
+}
+
+function containerCgroups(dir: string, depth: number, out: string[]): void {
+  for (const e of subdirs(dir)) {
+    const p = path.join(dir, e);
+    if (!KUBELET_LEVEL.test(e)) out.push(p);
+    else if (depth < 4) containerCgroups(p, depth + 1, out);
+  }
+}
+
 function cgroups(): string[] {
   const out: string[] = [];
   const roots = mountTable()
@@ -79,9 +103,8 @@ function cgroups(): string[] {
     for (const e of ls(root)) {
       const p = path.join(root, e);
       if (e.startsWith(CGROUP_PREFIX)) out.push(p);
-      else if (!e.includes('.') && fs.statSync(p, { throwIfNoEntry: false })?.isDirectory()) {
-        for (const e2 of ls(p)) if (e2.startsWith(CGROUP_PREFIX)) out.push(path.join(p, e2));
-      }
+      else if (CONTAINER_CGROUP_PARENTS.has(e)) containerCgroups(p, 1, out);
+      else for (const e2 of subdirs(p)) if (e2.startsWith(CGROUP_PREFIX)) out.push(path.join(p, e2));
     }
   }
   return out;

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SandboxCgroup, type SandboxCgroupOptions, detectCgroupVersion } from '../../src/resource/index.js';
 
@@ -55,4 +56,30 @@ describe('SandboxCgroup', () => {
       await roundTrip(`cgtest2${process.pid}`, { mountRoot: '/sys/fs/cgroup/unified', version: 'v2' });
     },
   );
+
+  it("makes the spec's cgroupsPath with its missing parents (a v1 cpuset level each), removes only the leaf", async () => {
+    const sid = `cgpath${process.pid}`;
+    const top = `kubepods-test-${process.pid}`;
+    const cg = new SandboxCgroup(sid, { path: `${top}/besteffort/pod-x/${sid}` });
+    const { dirs, version } = await cg.paths();
+    try {
+      await cg.create();
+      const pid = sleeper();
+      await cg.addProcess(pid); // a v1 cpuset leaf with empty cpus/mems would refuse it
+      expect(await cg.pids()).toEqual([pid]);
+      expect(fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8')).toContain(`/${top}/besteffort/pod-x/${sid}`);
+      await cg.remove({ kill: true });
+      for (const d of dirs) {
+        expect(fs.existsSync(d)).toBe(false);
+        expect(fs.existsSync(path.dirname(d))).toBe(true); // the pod's cgroup is kubelet's
+      }
+      if (version === 'v1') expect(dirs.some((d) => d.includes('/cpuset/'))).toBe(true);
+    } finally {
+      for (const d of dirs) {
+        const base = d.slice(0, d.indexOf(`/${top}/`) + top.length + 1);
+        for (const p of [d, path.dirname(d), path.dirname(path.dirname(d)), base])
+          if (fs.existsSync(p)) fs.rmdirSync(p);
+      }
+    }
+  });
 });

@@ -45,12 +45,12 @@ function deps(): CleanupDeps {
         shared.cleaned.push(id);
       },
     }),
-    sandboxCgroup: (id) => ({
+    sandboxCgroup: (id, where) => ({
       create: async () => {},
       addProcess: async () => {},
       pids: async () => [],
       remove: async () => {
-        cgroups.removed.push(id);
+        cgroups.removed.push(where ? `${id} at ${where}` : id);
       },
     }),
     cleanupDeadVm: (state, log) => cleanupDeadVm(state, log, { cidDir, graceMs: 1000 }),
@@ -96,6 +96,7 @@ describe('shim delete', () => {
       containers: [],
       createdAt: new Date().toISOString(),
       state: 'running',
+      cgroupPath: `/kubepods/pod-${sid}/${sid}`,
       shim: await identity(shim),
       vm: {
         hypervisor: 'qemu',
@@ -124,7 +125,8 @@ describe('shim delete', () => {
     expect(fs.existsSync(path.join(persistRoot, sid))).toBe(false);
     expect(fs.readdirSync(cidDir)).toEqual(['78']);
     expect(shared.cleaned).toEqual([sid]);
-    expect(cgroups.removed).toEqual([sid]);
+    // The cgroup recorded from the sandbox spec's cgroupsPath, not the default kata_<sid>.
+    expect(cgroups.removed).toEqual([`${sid} at /kubepods/pod-${sid}/${sid}`]);
   });
 
   it('does not touch a process that only has the recorded pid (a recycled pid: other start time)', async () => {

@@ -262,3 +262,31 @@ export async function waitPodsGone(ctrd: Containerd, ids: string[], timeoutMs = 
   }
   return left;
 }
+
+/**
+ * kubelet's pod cgroup for a pod of this uid (cgroupfs driver, QoS besteffort), as the PodSandboxConfig's
+ * cgroup_parent. kubelet makes and removes it; here runc and kata-ts make it on first use and the test removes it.
+ */
+export function podCgroupParent(uid: string): string {
+  return `/kubepods/besteffort/pod${uid}`;
+}
+
+/** kubelet's part after a pod is gone: its pod cgroup (and the QoS levels, if now empty) in every hierarchy. */
+export function removePodCgroup(parent: string): void {
+  const roots = fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => / - cgroup2? /.test(l))
+    .map((l) => l.split(' ')[4] ?? '');
+  for (const root of new Set(roots)) {
+    for (let p = parent; p !== '/' && p !== ''; p = path.posix.dirname(p)) {
+      try {
+        fs.rmdirSync(path.join(root, p));
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOTEMPTY' || code === 'EBUSY') break; // shared with another pod
+        if (code !== 'ENOENT') throw e;
+      }
+    }
+  }
+}
