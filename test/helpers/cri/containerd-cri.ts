@@ -7,7 +7,7 @@ import path from 'node:path';
 import { pollUntil, sleep } from '../../../src/common/poll.js';
 import { BUSYBOX_IMAGE, importBusybox } from '../busybox-image.js';
 import { type Containerd, KATA_RUNTIME, startContainerd } from '../containerd.js';
-import { leftovers } from '../leftovers.js';
+import { leftovers } from '../host-snapshot.js';
 import { CriClient } from './client.js';
 import { PAUSE_IMAGE, buildPauseImageTar } from './pause-image.js';
 
