@@ -137,6 +137,8 @@ const WNOWAIT = 0x01000000;
 const { ECHILD, EAGAIN, EINTR, EEXIST } = os.constants.errno;
 const O_CLOEXEC = 0o2000000;
 const F_DUPFD_CLOEXEC = 1030;
+const F_SETPIPE_SZ = 1031;
+const F_GETPIPE_SZ = 1032;
 const TIOCSWINSZ = 0x5414;
 const AF_UNIX = 1;
 const AF_INET = 2;
@@ -195,6 +197,16 @@ export function pipe(): { read: number; write: number } {
   const fds = [0, 0];
   check(libc().pipe2(fds, O_CLOEXEC), 'pipe2');
   return { read: fds[0] ?? -1, write: fds[1] ?? -1 };
+}
+
+/** Resizes a pipe's kernel buffer (F_SETPIPE_SZ); returns the size the kernel chose (a page multiple). */
+export function setPipeSize(fd: number, bytes: number): number {
+  return check(libc().fcntlInt(fd, F_SETPIPE_SZ, bytes), `F_SETPIPE_SZ(${fd}, ${bytes})`);
+}
+
+/** A pipe's kernel buffer size (F_GETPIPE_SZ). */
+export function pipeSize(fd: number): number {
+  return check(libc().fcntlInt(fd, F_GETPIPE_SZ, 0), `F_GETPIPE_SZ(${fd})`);
 }
 
 export function closeFd(fd: number): void {

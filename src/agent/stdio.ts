@@ -6,7 +6,7 @@ import net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import tty from 'node:tty';
 import { setTtyWriterNonBlocking } from '../common/node-internals.js';
-import { closeFd, dupFd, pipe } from './native.js';
+import { closeFd, dupFd, pipe, setPipeSize } from './native.js';
 
 export interface OutputOptions {
   /** Pause the source above this many buffered bytes. */
@@ -45,6 +45,10 @@ export class StreamEofError extends Error {
 const DEFAULT_HIGH_WATER = 4 << 20;
 const DEFAULT_READ = 32 << 10;
 const MAX_READ = 1 << 20;
+// A process's pipes hold this much (Linux's default is 64 KiB): a writer of big blocks then fills the pipe in
+// one go and the agent drains it in several reads without a context switch between each. In a TCG guest every
+// switch costs a TLB flush and retranslation, which made 64 KiB pipes the stdio bottleneck.
+const PIPE_SIZE = 1 << 20;
 
 /** One output stream of a process (stdout, stderr or the pty master). */
 export class OutputStream {
@@ -315,6 +319,7 @@ export class PipeIo implements ProcessIo {
       fds.push(o.read, o.write);
       const e = pipe();
       fds.push(e.read, e.write);
+      for (const fd of [i.write, o.write, e.write]) growPipe(fd);
       this.childFds = [i.read, o.write, e.write];
       this.stdin = new InputStream(pipeWriter(i.write));
       this.stdout = new OutputStream(pipeReader(o.read), opts);
@@ -381,6 +386,16 @@ export class TtyIo implements ProcessIo {
   destroy(): void {
     this.stdin.destroy();
     this.stdout.destroy();
+  }
+}
+
+/** Best effort: an unprivileged agent (a host test run) may be held to fs.pipe-max-size; 64 KiB then stays. */
+function growPipe(fd: number): void {
+  try {
+    setPipeSize(fd, PIPE_SIZE);
+  } catch (e) {
+    // EPERM: above pipe-max-size without CAP_SYS_RESOURCE (or the user's pipe quota): the default size works.
+    if ((e as { code?: string }).code !== 'EPERM') throw e;
   }
 }
 

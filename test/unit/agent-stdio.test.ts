@@ -144,4 +144,15 @@ describe('PipeIo', () => {
     expect((await drain(io.stderr)).toString()).toBe('err!');
     io.destroy();
   });
+
+  it('gives every pipe a 1 MiB buffer, so big writes need fewer switches between the process and the agent', async () => {
+    const { pipeSize } = await import('../../src/agent/native.js');
+    const io = new PipeIo();
+    try {
+      // pipe-max-size is 1 MiB by default, so any user may grow a pipe that far.
+      for (const fd of io.childFds!) expect(pipeSize(fd)).toBe(1 << 20);
+    } finally {
+      io.destroy();
+    }
+  });
 });
