@@ -7,12 +7,17 @@ import path from 'node:path';
 
 export const SOCKET_ROOT = '/run/containerd/s';
 
-export function socketAddress(containerdAddress: string, namespace: string, groupId: string): string {
+export function socketAddress(
+  containerdAddress: string,
+  namespace: string,
+  groupId: string,
+  root: string = SOCKET_ROOT,
+): string {
   const digest = crypto
     .createHash('sha256')
     .update(path.join(containerdAddress, namespace, groupId))
     .digest('hex');
-  return `unix://${path.join(SOCKET_ROOT, digest)}`;
+  return `unix://${path.join(root, digest)}`;
 }
 
 /** The filesystem path of an address ("unix:///x" → "/x"); an address without the scheme is abstract. */

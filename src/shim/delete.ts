@@ -11,12 +11,18 @@ import type { ShimArgs } from './args.js';
 
 const SIGKILL = 9;
 
-export async function runDelete(args: ShimArgs, log: Logger, deps?: CleanupDeps): Promise<Uint8Array> {
+/** `socketRoot`: where shim sockets live (containerd's /run/containerd/s; tests give their own dir). */
+export async function runDelete(
+  args: ShimArgs,
+  log: Logger,
+  deps?: CleanupDeps,
+  socketRoot?: string,
+): Promise<Uint8Array> {
   // The real layers are loaded only here: `delete` runs in a fresh process and tests pass fakes.
   const d = deps ?? (await import('../runtime/wiring.js')).realDeps();
   const { errors } = await cleanupSandbox(args.id, d, log);
   for (const e of errors) log.warn({ sandbox_id: args.id }, e);
-  const address = socketAddress(args.address, args.namespace, args.id);
+  const address = socketAddress(args.address, args.namespace, args.id, socketRoot);
   // The dead shim's socket; a live one (another shim answering there) is left alone.
   if (!(await canConnect(address))) removeSocket(address);
   return toBinary(

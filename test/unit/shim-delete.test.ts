@@ -13,6 +13,7 @@ import type { ProcessIdentity } from '../../src/hypervisor/proc.js';
 import { loadSandboxState, removeSandboxState, saveSandboxState } from '../../src/persist/index.js';
 import { DeleteResponseSchema } from '../../src/protocols/gen/github.com/containerd/containerd/runtime/v2/task/shim_pb.js';
 import type { CleanupDeps, PersistedSandbox } from '../../src/runtime/deps.js';
+import { socketAddress } from '../../src/shim/address.js';
 import { parseArgs } from '../../src/shim/args.js';
 import { runDelete } from '../../src/shim/delete.js';
 
@@ -113,11 +114,18 @@ describe('shim delete', () => {
     };
     await saveSandboxState(state, persistRoot);
 
+    // The dead shim's socket file (nothing listens): delete removes it, in the test's own socket dir.
+    const socketRoot = path.join(tmp, 's');
+    fs.mkdirSync(socketRoot);
+    const deadSocket = socketAddress('/x.sock', 'n', sid, socketRoot).slice('unix://'.length);
+    fs.writeFileSync(deadSocket, '');
     const out = await runDelete(
       parseArgs(['-namespace', 'n', '-address', '/x.sock', '-id', sid, 'delete']),
       logger('t'),
       deps(),
+      socketRoot,
     );
+    expect(fs.existsSync(deadSocket)).toBe(false);
     expect(fromBinary(DeleteResponseSchema, out).exitStatus).toBe(137);
     await Promise.all([exited(shim), exited(qemu), exited(virtiofsd)]);
     expect(fs.existsSync(runDir)).toBe(false);
@@ -145,7 +153,12 @@ describe('shim delete', () => {
       } as PersistedSandbox,
       persistRoot,
     );
-    await runDelete(parseArgs(['-namespace', 'n', '-id', sid, 'delete']), logger('t'), deps());
+    await runDelete(
+      parseArgs(['-namespace', 'n', '-id', sid, 'delete']),
+      logger('t'),
+      deps(),
+      path.join(tmp, 's'),
+    );
     expect(other.exitCode).toBeNull();
     expect(await loadSandboxState(sid, persistRoot)).toBeUndefined();
   });
