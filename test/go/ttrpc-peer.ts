@@ -3,6 +3,7 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -32,6 +33,21 @@ export async function goVersion(): Promise<string | undefined> {
   }
 }
 
+/** build/go in the checkout, or a per-user temp dir when the checkout is not ours to write (the unit tier as nobody). */
+function peerCacheDir(): string {
+  const dir = path.join(repo, 'build/go');
+  for (let d = dir; ; d = path.dirname(d)) {
+    if (fs.existsSync(d)) {
+      try {
+        fs.accessSync(d, fs.constants.W_OK);
+        return dir;
+      } catch {
+        return path.join(os.tmpdir(), `kata-ts-go-${process.getuid?.() ?? 'user'}`);
+      }
+    }
+  }
+}
+
 /**
  * Returns the path of the built peer, building it when the cached one does not match the source.
  * Returns undefined when `go` is missing; throws (with the compiler's output) when the build fails.
@@ -43,7 +59,7 @@ export async function buildTtrpcPeer(): Promise<string | undefined> {
   for (const name of fs.readdirSync(PEER_SOURCE_DIR).sort()) {
     hash.update(name).update(fs.readFileSync(path.join(PEER_SOURCE_DIR, name)));
   }
-  const outDir = path.join(repo, 'build/go');
+  const outDir = peerCacheDir();
   const out = path.join(outDir, `ttrpc-peer-${hash.digest('hex').slice(0, 16)}`);
   if (fs.existsSync(out)) return out;
   fs.mkdirSync(outDir, { recursive: true });

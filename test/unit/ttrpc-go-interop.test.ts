@@ -1,6 +1,6 @@
 // Interoperability with the reference implementation: containerd/ttrpc (Go, from Debian's
 // golang-github-containerd-ttrpc-dev) as client of the TS server and as server for the TS client.
-// The Go peer is test/go/ttrpc-peer; it is built once and cached under build/go/.
+// The Go peer is test/go/ttrpc-peer; it is built once and cached under build/go/ (a temp dir when that is not writable).
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
