@@ -6,6 +6,7 @@ import type { Logger } from '../common/log.js';
 import { PollTimeoutError, pollUntil } from '../common/poll.js';
 import type { Storage } from '../protocols/gen/agent_pb.js';
 import { doMount, doUnmount, mountAt } from './mount.js';
+import { SyscallError } from './native.js';
 import { SafePathError, inKataDir, mkdirUnder, pinUnder, resolveUnder } from './safe-path.js';
 
 /** A storage request the agent cannot carry out as asked (bad driver, source or options). */
@@ -141,7 +142,8 @@ export class StorageManager {
         entry.ours = false; // premounted (e.g. the share mounted by init): leave it alone
         return;
       }
-      this.mount(s.source, mp, fstype, s.options, s);
+      if (fstype === 'virtiofs') await this.mountVirtiofs(s, mp);
+      else this.mount(s.source, mp, fstype, s.options, s);
       return;
     }
     if (driver === 'ephemeral') {
@@ -179,6 +181,36 @@ export class StorageManager {
       throw new StorageError(
         `mounting ${s.driver} storage ${s.source} on ${s.mountPoint}: ${(e as Error).message}`,
       );
+    }
+  }
+
+  /**
+   * A virtio-fs share hot-plugged a moment ago (a VM restored from a template gets its share that way) is not
+   * known to the kernel until its driver probes: mount says EINVAL ("tag not found") until then, so retry.
+   */
+  private async mountVirtiofs(s: Storage, mp: string): Promise<void> {
+    const timeoutMs = this.opts.deviceTimeoutMs ?? 10_000;
+    let last: unknown;
+    try {
+      await pollUntil(
+        () => {
+          try {
+            doMount(s.source, mp, 'virtiofs', s.options);
+            return true;
+          } catch (e) {
+            if (!(e instanceof SyscallError && e.code === 'EINVAL')) throw e;
+            last = e;
+            return false;
+          }
+        },
+        { timeoutMs, intervalMs: 20, what: `virtio-fs tag ${s.source}` },
+      );
+    } catch (e) {
+      const why =
+        e instanceof PollTimeoutError
+          ? `${(last as Error).message} for ${timeoutMs} ms`
+          : (e as Error).message;
+      throw new StorageError(`mounting virtio-fs storage ${s.source} on ${s.mountPoint}: ${why}`);
     }
   }
 

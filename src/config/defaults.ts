@@ -14,6 +14,9 @@ export const DEFAULT_QEMU_PATH = '/usr/bin/qemu-system-x86_64';
 export const DEFAULT_VIRTIOFSD_PATH = '/usr/lib/qemu/virtiofsd';
 export const DEFAULT_KERNEL_PATH = '/usr/share/kata-containers/vmlinuz.container';
 export const DEFAULT_INITRD_PATH = '/usr/share/kata-containers/kata-containers-initrd.img';
+/** Kata's Go runtime defaults for [factory] (pkg/katautils defaultTemplatePath, defaultVMCacheEndpoint). */
+export const DEFAULT_TEMPLATE_PATH = '/run/vc/vm/template';
+export const DEFAULT_VM_CACHE_ENDPOINT = '/var/run/kata-containers/cache.sock';
 
 /** What "0 = the host's" resolves against; injectable so tests do not depend on the machine. */
 export interface HostLimits {
@@ -99,6 +102,12 @@ export function unresolvedDefaults(): KataConfig {
       disable_selinux: false,
       jaeger_endpoint: '',
       enable_tracing: false,
+    },
+    factory: {
+      enable_template: false,
+      template_path: DEFAULT_TEMPLATE_PATH,
+      vm_cache_number: 0,
+      vm_cache_endpoint: DEFAULT_VM_CACHE_ENDPOINT,
     },
   };
 }

@@ -52,6 +52,7 @@ export const SECTION_PATH: Readonly<Record<SectionName, readonly string[]>> = {
   hypervisor: ['hypervisor', 'qemu'],
   agent: ['agent', 'kata'],
   runtime: ['runtime'],
+  factory: ['factory'],
 };
 
 export function sectionTable(tree: Table, section: SectionName): Table | undefined {
@@ -98,7 +99,9 @@ function checkSection(src: Source, section: SectionName, table: Table, warnings:
   const spec = SECTIONS[section];
   const path = SECTION_PATH[section];
   for (const [key, raw] of Object.entries(table)) {
-    const line = findLine(src.text, path, key);
+    // A sub-table (e.g. runtime-rs's [hypervisor.qemu.factory]) is found by its header line.
+    const line =
+      findLine(src.text, path, key) ?? (isTable(raw) ? findLine(src.text, [...path, key]) : undefined);
     const keySpec = spec.keys[key];
     if (!keySpec) {
       warnings.push(`${where(src.name, line)}${spec.title} ${key} ${unknownKeyReason(section, key)}`);
@@ -162,17 +165,17 @@ export function checkSource(src: Source, warnings: string[]): void {
   for (const [top, value] of Object.entries(src.tree)) {
     if (top === 'hypervisor') checkNamedTables(src, 'hypervisor', 'qemu', value, warnings);
     else if (top === 'agent') checkNamedTables(src, 'agent', 'kata', value, warnings);
-    else if (top === 'runtime') {
+    else if (top === 'runtime' || top === 'factory') {
       if (!isTable(value)) {
         throw new ConfigError(
-          `${where(src.name, findLine(src.text, [], 'runtime'))}runtime must be a table ([runtime])`,
+          `${where(src.name, findLine(src.text, [], top))}${top} must be a table ([${top}])`,
           {
             file: src.name,
-            key: 'runtime',
+            key: top,
           },
         );
       }
-      checkSection(src, 'runtime', value, warnings);
+      checkSection(src, top, value, warnings);
     } else {
       const line = findLine(src.text, [top]) ?? findLine(src.text, [], top);
       warnings.push(

@@ -88,6 +88,21 @@ export interface RuntimeConfig {
   enable_tracing: boolean;
 }
 
+/**
+ * Kata's Go runtime's top-level [factory] table: VM templating and a cache of pre-booted VMs
+ * (runtime-rs instead nests these under [hypervisor.qemu.factory], which kata-ts does not read).
+ */
+export interface FactoryConfig {
+  /** Boot new VMs from a template VM's saved memory and device state. */
+  enable_template: boolean;
+  /** Where the template VM's memory and state live (a tmpfs made by `factory init`). */
+  template_path: string;
+  /** How many pre-booted VMs the cache keeps; 0 = no cache. */
+  vm_cache_number: number;
+  /** The VM cache server's gRPC socket. */
+  vm_cache_endpoint: string;
+}
+
 export interface KataConfig {
   /** The file the configuration was read from (plus drop-ins), for error messages and `kata-ctl env`. */
   sources: string[];
@@ -96,4 +111,6 @@ export interface KataConfig {
   agentName: 'kata';
   agent: AgentConfig;
   runtime: RuntimeConfig;
+  /** [factory]: VM templating and the VM cache (Kata's Go runtime's table). */
+  factory: FactoryConfig;
 }

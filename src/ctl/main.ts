@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { registerCheck } from './check.js';
 import { registerEnv } from './env.js';
+import { registerFactory } from './factory.js';
 import { registerImage } from './image.js';
 import { registerInstall } from './install.js';
 
@@ -11,6 +12,7 @@ const program = new Command('kata-ctl').description('kata-ts admin tool').showHe
 registerImage(program);
 registerCheck(program);
 registerEnv(program);
+registerFactory(program);
 // The bundle runs from <repo>/dist, so the repo (dist/, config/, build/guest) is one level up.
 registerInstall(program, path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..'));
 

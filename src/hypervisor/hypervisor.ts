@@ -40,6 +40,12 @@ export interface VmConfig {
    * prepare/start/hotplug that needed it.
    */
   persistState?: (state: VmState) => Promise<void>;
+  /**
+   * VM templating (config [factory] enable_template): `template` boots a VM to be saved as the template at dir
+   * (no devices); `clone` restores from it when it fits this VM (same shape, not stale) and boots otherwise,
+   * saying why in the log.
+   */
+  template?: { dir: string; role: 'template' | 'clone' };
 }
 
 export interface HypervisorCapabilities {
@@ -119,6 +125,13 @@ export interface Hypervisor {
   nicSink(): NicSink;
   /** The endpoint the agent client dials. */
   agentEndpoint(): AgentEndpoint;
+  /**
+   * True when the VM was restored from a template rather than booted: its guest's clock and entropy are the
+   * template's until the runtime renews them.
+   */
+  fromTemplate(): boolean;
+  /** Saves a running VM prepared with template role `template` as the template (the VM stays paused). */
+  saveTemplate(timeoutMs: number): Promise<void>;
   /** Removes what prepare/start left on the host (run dir, sockets); call after stopVm. */
   cleanup(): Promise<void>;
   /** Resolves (with a reason) when the VMM exits for any reason, including a failed start; never rejects. */

@@ -11,6 +11,12 @@ export { type AccelProbeResult, probeAccelerator, resolveAccelerator } from './a
 export { QemuHypervisor, type QemuDriverOptions } from './qemu/qemu.js';
 export { QmpClient, QmpError, QmpConnectionError } from './qemu/qmp.js';
 export { stopFromState } from './stale.js';
+export {
+  type TemplateMeta,
+  destroyTemplateFiles,
+  readTemplateMeta,
+  templateFiles,
+} from './qemu/template.js';
 export { type QemuCheck, checkQemuConfig } from './qemu/config-check.js';
 export {
   type ProcessIdentity,

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { AGENT_VSOCK_PORT } from '../contract/index.js';
+import type { AgentEndpoint } from './hypervisor.js';
 
 export const VHOST_VSOCK_DEVICE = '/dev/vhost-vsock';
 /** The port the Kata agent listens on inside the guest (the contract's). */
@@ -73,4 +74,19 @@ export async function listGuestCids(dir = CID_DIR): Promise<Map<number, string>>
     out.set(Number(n), owner);
   }
   return out;
+}
+
+/**
+ * The agent endpoint of a new VM: vsock with a guest CID reserved for `owner` (registered before use, so a crash
+ * right after is still cleaned up) when the channel resolves to vsock, else virtio-serial on `socketPath`.
+ */
+export async function reserveAgentEndpoint(
+  channel: 'auto' | 'vsock' | 'virtio-serial',
+  owner: string,
+  socketPath: string,
+  cidDir?: string,
+): Promise<{ agent: AgentEndpoint; cid?: number }> {
+  if (chooseAgentChannel(channel) !== 'vsock') return { agent: { kind: 'virtio-serial', socketPath } };
+  const cid = await allocateGuestCid(owner, cidDir);
+  return { agent: { kind: 'vsock', cid, port: AGENT_VSOCK_PORT }, cid };
 }

@@ -2,7 +2,7 @@
 // Start order: persist → shared fs → VM → agent → CreateSandbox; any failure undoes what was done, in reverse.
 import type { Logger } from '../common/log.js';
 import type { KataConfig } from '../config/types.js';
-import type { Hypervisor, VmExit } from '../hypervisor/hypervisor.js';
+import type { Hypervisor, VmConfig, VmExit } from '../hypervisor/hypervisor.js';
 import type { ProcessIdentity } from '../hypervisor/proc.js';
 import type { StatsContainerResponse } from '../protocols/gen/agent_pb.js';
 import type { NetworkRecord } from '../resource/network/index.js';
@@ -13,6 +13,7 @@ import { createInGuest } from './container-create.js';
 import { Container, type ExitListener, type ProcessState } from './container.js';
 import type { PersistedSandbox, SandboxCgroupHandle, SharedFsHandle } from './deps.js';
 import { RuntimeError, alreadyExists, attempts, errorMessage, notFound, withContext } from './errors.js';
+import { renewClone, templateRequest } from './factory.js';
 import type { StdioPaths } from './io.js';
 import type { OciProcess, OciResources } from './oci.js';
 import { type ContainerProcess, type ExitInfo, UNKNOWN_EXIT_STATUS } from './process.js';
@@ -117,14 +118,17 @@ export class Sandbox {
     await this.fs.setup();
 
     this.hv = deps.createHypervisor(config, this.log);
-    const vm = sandboxVmConfig({
-      sandboxId: id,
-      config,
-      hostSharedDir: this.fs.hostSharedDir,
-      staticResources: this.o.staticResources,
-      // The hypervisor persists through us before it creates anything on the host (run dir, processes, ...).
-      persistState: () => this.persistNow(this.status === 'running' ? 'running' : 'created'),
-    });
+    const vm: VmConfig = {
+      ...sandboxVmConfig({
+        sandboxId: id,
+        config,
+        hostSharedDir: this.fs.hostSharedDir,
+        staticResources: this.o.staticResources,
+        // The hypervisor persists through us before it creates anything on the host (run dir, processes, ...).
+        persistState: () => this.persistNow(this.status === 'running' ? 'running' : 'created'),
+      }),
+      template: templateRequest(config),
+    };
     await this.hv.prepareVm(vm);
     await this.setupNetwork();
     await this.hv.startVm(VM_START_TIMEOUT_MS);
@@ -153,7 +157,8 @@ export class Sandbox {
       log: this.log,
       signal: vmGone.signal,
     });
-    phase(this.log, 'agent_ready');
+    if (this.hv.fromTemplate()) await renewClone(this.conn.agent, this.log);
+    phase(this.log, 'agent_ready', { from: this.hv.fromTemplate() ? 'template' : 'boot' });
     this.status = 'running';
     await this.agent.createSandbox(
       createSandboxRequest(

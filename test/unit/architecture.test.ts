@@ -31,7 +31,7 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   runtime: ['common', 'config', 'contract', 'hypervisor', 'native', 'persist', 'protocols', 'resource'],
   shim: ['common', 'config', 'contract', 'native', 'persist', 'protocols', 'runtime'],
   image: ['common', 'contract', 'native'],
-  ctl: ['common', 'config', 'contract', 'hypervisor', 'image', 'native', 'persist'],
+  ctl: ['common', 'config', 'contract', 'hypervisor', 'image', 'native', 'persist', 'runtime'],
 };
 
 /**

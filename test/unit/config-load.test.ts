@@ -287,7 +287,9 @@ describe('unknown keys', () => {
     );
     const { config, warnings } = loadConfiguration({ configPath: p, host });
     expect(config.hypervisor.default_vcpus).toBe(1);
-    expect(warnings).toHaveLength(8);
+    expect(config.factory.enable_template).toBe(false);
+    // [factory] is read now; its enable_template = false is a known key, so it gives no warning.
+    expect(warnings).toHaveLength(7);
     expect(warnings[0]).toBe(
       `${p}:2: [hypervisor.qemu] default_vcpu is not a known key; ignored (did you mean default_vcpus?)`,
     );
@@ -295,13 +297,15 @@ describe('unknown keys', () => {
       `${p}:3: [hypervisor.qemu] rootless is a Kata option kata-ts does not implement`,
     );
     expect(warnings[2]).toBe(`${p}:4: [hypervisor.qemu] frobnicate is not a known key; ignored`);
-    expect(warnings[3]).toContain('[hypervisor.qemu] factory is a Kata option');
+    expect(warnings[3]).toBe(
+      `${p}:5: [hypervisor.qemu] factory is ignored: kata-ts reads [factory] (Kata's Go runtime's table)`,
+    );
     expect(warnings[4]).toContain('[agent.kata] dial_timeout_ms is ignored: kata-ts reads dial_timeout');
     expect(warnings[5]).toContain(
       '[runtime] create_container_timeout is ignored: kata-ts reads it from [agent.kata]',
     );
-    expect(warnings[6]).toContain('[factory] is a Kata section kata-ts does not implement');
-    expect(warnings[7]).toBe(`${p}:13: something is not a known section or key; ignored`);
+    expect(warnings.some((w) => w.includes('[factory] is a Kata section'))).toBe(false);
+    expect(warnings[6]).toBe(`${p}:13: something is not a known section or key; ignored`);
   });
 
   it('reports an unknown top-level section', () => {
@@ -356,6 +360,27 @@ describe('wrong types', () => {
     ['[runtime]\nexperimental = [1]', '[runtime] experimental', /non-string entry/],
     ['[runtime]\nsandbox_cgroup_only = "no"', '[runtime] sandbox_cgroup_only', /must be true or false/],
     [
+      '[factory]\nenable_template = "yes"',
+      '[factory] enable_template',
+      /must be true or false, got a string/,
+    ],
+    [
+      '[factory]\ntemplate_path = "run/vc/vm/template"',
+      '[factory] template_path',
+      /must be an absolute path/,
+    ],
+    [
+      '[factory]\nvm_cache_endpoint = "cache.sock"',
+      '[factory] vm_cache_endpoint',
+      /must be an absolute path/,
+    ],
+    ['[factory]\nvm_cache_number = "2"', '[factory] vm_cache_number', /must be an integer, got a string/],
+    [
+      '[factory]\nvm_cache_number = -1',
+      '[factory] vm_cache_number',
+      /-1 is out of range \(allowed: at least 0\)/,
+    ],
+    [
       '[hypervisor.qemu]\ndefault_memory = 99999999999999999999',
       '[hypervisor.qemu] default_memory',
       /out of range/,
@@ -381,6 +406,97 @@ describe('wrong types', () => {
     expect(
       configError(() => loadConfiguration({ configBody: '[hypervisor]\nqemu = 1\n', host })).message,
     ).toContain('hypervisor.qemu must be a table');
+    const factory = configError(() => loadConfiguration({ configBody: 'factory = true\n', host }));
+    expect(factory.message).toBe('<config_body>:1: factory must be a table ([factory])');
+    expect(factory.key).toBe('factory');
+  });
+});
+
+describe('[factory]', () => {
+  const defaults = {
+    enable_template: false,
+    template_path: '/run/vc/vm/template',
+    vm_cache_number: 0,
+    vm_cache_endpoint: '/var/run/kata-containers/cache.sock',
+  };
+
+  it("has Kata's defaults when the table is absent", () => {
+    const { config, warnings } = loadConfiguration({ configBody: '[runtime]\nenable_debug = false\n', host });
+    expect(config.factory).toEqual(defaults);
+    expect(warnings).toEqual([]);
+  });
+
+  it('keeps the defaults of keys an empty or partial table leaves out', () => {
+    expect(loadConfiguration({ configBody: '[factory]\n', host }).config.factory).toEqual(defaults);
+    const { config, warnings } = loadConfiguration({
+      configBody: '[factory]\nvm_cache_number = 3\n',
+      host,
+    });
+    expect(config.factory).toEqual({ ...defaults, vm_cache_number: 3 });
+    expect(warnings).toEqual([]);
+  });
+
+  it('reads every key', () => {
+    const p = write(
+      'configuration.toml',
+      [
+        '[factory]',
+        'enable_template = true',
+        'template_path = "/run/kata/template"',
+        'vm_cache_number = 4',
+        'vm_cache_endpoint = "/run/kata/cache.sock"',
+      ].join('\n'),
+    );
+    const { config, warnings } = loadConfiguration({ configPath: p, host });
+    expect(config.factory).toEqual({
+      enable_template: true,
+      template_path: '/run/kata/template',
+      vm_cache_number: 4,
+      vm_cache_endpoint: '/run/kata/cache.sock',
+    });
+    expect(warnings).toEqual([]);
+  });
+
+  it('is merged key by key from config.d drop-ins', () => {
+    const main = write('configuration.toml', '[factory]\nenable_template = true\nvm_cache_number = 2\n');
+    write('config.d/10-factory.toml', '[factory]\nvm_cache_number = 5\n');
+    const { config } = loadConfiguration({ configPath: main, host });
+    expect(config.factory.enable_template).toBe(true);
+    expect(config.factory.vm_cache_number).toBe(5);
+  });
+
+  it('warns about unknown keys in [factory], with a hint', () => {
+    const { warnings } = loadConfiguration({ configBody: '[factory]\nenable_templates = true\n', host });
+    expect(warnings).toEqual([
+      '<config_body>:2: [factory] enable_templates is not a known key; ignored (did you mean enable_template?)',
+    ]);
+  });
+
+  it('caps vm_cache_number at 64 with a message saying why', () => {
+    expect(
+      loadConfiguration({ configBody: '[factory]\nvm_cache_number = 64\n', host }).config.factory
+        .vm_cache_number,
+    ).toBe(64);
+    const p = write('configuration.toml', '[factory]\nvm_cache_number = 65\n');
+    const err = configError(() => loadConfiguration({ configPath: p, host }));
+    expect(err.file).toBe(p);
+    expect(err.line).toBe(2);
+    expect(err.key).toBe('[factory] vm_cache_number');
+    expect(err.message).toMatch(/^.*:2: \[factory\] vm_cache_number: 65 is more than 64, kata-ts's cap/);
+    expect(err.message).toContain('Kata has no limit');
+  });
+
+  it('rejects vm_cache_number = -1 naming file, key and line', () => {
+    const p = write(
+      'configuration.toml',
+      '# factory\n[factory]\nenable_template = false\nvm_cache_number = -1\n',
+    );
+    const err = configError(() => loadConfiguration({ configPath: p, host }));
+    expect(err.file).toBe(p);
+    expect(err.line).toBe(4);
+    expect(err.key).toBe('[factory] vm_cache_number');
+    expect(err.value).toBe('-1');
+    expect(err.message).toBe(`${p}:4: [factory] vm_cache_number: -1 is out of range (allowed: at least 0)`);
   });
 });
 

@@ -38,6 +38,7 @@ describe('config/configuration-qemu.toml', () => {
       hypervisor: tree.hypervisor!.qemu!,
       agent: tree.agent!.kata!,
       runtime: tree.runtime as unknown as Record<string, unknown>,
+      factory: (tree.factory ?? {}) as unknown as Record<string, unknown>,
     };
     // name/hypervisor_name/agent_name are runtime-rs's; kata-ts has one of each, so they are left out.
     const implicit = new Set(['runtime.name', 'runtime.hypervisor_name', 'runtime.agent_name']);

@@ -300,6 +300,14 @@ export class FakeHypervisor implements Hypervisor {
   agentEndpoint() {
     return { kind: 'virtio-serial' as const, socketPath: this.agentSocket };
   }
+  /** Set by a test to play a VM restored from a template. */
+  restored = false;
+  fromTemplate() {
+    return this.restored;
+  }
+  async saveTemplate() {
+    throw new Error('FakeHypervisor: saveTemplate is not faked');
+  }
   async cleanup() {
     this.cleaned = true;
   }

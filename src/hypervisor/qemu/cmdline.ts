@@ -64,6 +64,13 @@ export interface QemuLaunchSpec {
   extraKernelParams: string[];
   /** Number of empty pcie-root-ports kept for hotplug (block now, network later). */
   hotplugPorts: number;
+  /**
+   * VM templating (template.ts): guest RAM is this file, mapped shared (the template's RAM file, or a clone's
+   * copy of it), and the VM gets a vmgenid device so a restored guest's kernel reseeds its RNG.
+   */
+  templateRam?: string;
+  /** A clone: wait for the device state on QMP `migrate-incoming` instead of booting. */
+  incoming?: boolean;
 }
 
 export interface QemuCommandLine {
@@ -76,7 +83,7 @@ export interface QemuCommandLine {
 }
 
 /** Kata's queue size for vhost-user-fs. */
-const VIRTIOFS_QUEUE_SIZE = 1024;
+export const VIRTIOFS_QUEUE_SIZE = 1024;
 /** pci-bridges sit at fixed slots from 2 on pcie.0, as in Kata; they come first so auto-placement skips them. */
 const BRIDGE_FIRST_SLOT = 2;
 
@@ -179,7 +186,15 @@ export function buildQemuCmdline(spec: QemuLaunchSpec): QemuCommandLine {
       : `${spec.memoryMiB}M`,
   );
   // vhost-user-fs needs guest RAM that virtiofsd can map: a shared memfd (or the configured file backend).
-  if (spec.fsShares.length > 0 || q.file_mem_backend !== '') {
+  // A template's RAM must be a named file: the clones map it instead of receiving it through migration.
+  if (spec.templateRam !== undefined) {
+    add(
+      '-object',
+      `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${qemuEscape(spec.templateRam)},share=on`,
+      '-numa',
+      'node,memdev=mem',
+    );
+  } else if (spec.fsShares.length > 0 || q.file_mem_backend !== '') {
     const backend =
       q.file_mem_backend !== ''
         ? `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${qemuEscape(q.file_mem_backend)},share=on`
@@ -219,6 +234,8 @@ export function buildQemuCmdline(spec: QemuLaunchSpec): QemuCommandLine {
     }
   }
 
+  // A new generation id at each restore makes the guest kernel reseed its CRNG (Linux's vmgenid driver).
+  if (spec.templateRam !== undefined) add('-device', 'vmgenid,guid=auto');
   const rng = q.entropy_source || '/dev/urandom';
   add('-object', `rng-random,id=rng0,filename=${qemuEscape(rng)}`, '-device', 'virtio-rng-pci,rng=rng0');
 
@@ -277,5 +294,6 @@ export function buildQemuCmdline(spec: QemuLaunchSpec): QemuCommandLine {
   add('-kernel', q.kernel);
   if (q.initrd !== '') add('-initrd', q.initrd);
   add('-append', kernelParams);
+  if (spec.incoming) add('-incoming', 'defer');
   return { args, kernelParams, hotplugPortIds, bridgeIds };
 }

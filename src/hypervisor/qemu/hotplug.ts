@@ -7,7 +7,7 @@ import type { Logger } from '../../common/log.js';
 import type { QemuConfig } from '../../config/types.js';
 import type { AttachedDevice, Device, DeviceInfo } from '../hypervisor.js';
 import { blockDeviceProps, blockdevOptions, scsiAddress, toJson } from './block.js';
-import { qemuId } from './cmdline.js';
+import { type BootFsShare, VIRTIOFS_QUEUE_SIZE, qemuId } from './cmdline.js';
 import type { RootPorts } from './netdev.js';
 import { pciPathOf } from './pci.js';
 import type { JsonValue, QmpClient } from './qmp.js';
@@ -103,6 +103,42 @@ export class QemuHotplug {
         for (const [p, who] of this.portOwner) if (who === `nic:${owner}`) this.portOwner.delete(p);
       },
     };
+  }
+
+  /**
+   * A virtio-fs share on a free root port (chardev-add + device_add vhost-user-fs-pci): a VM restored from a
+   * template has none on its command line, since vhost-user-fs cannot be migrated. Its virtiofsd already runs.
+   */
+  async addFsShare(qmp: QmpClient, share: BootFsShare): Promise<void> {
+    const port = this.freePort(`virtio-fs share ${share.tag}`);
+    this.portOwner.set(port, `fs:${share.qemuId}`);
+    const chardev = `char-${share.qemuId}`;
+    try {
+      await qmp.execute('chardev-add', {
+        id: chardev,
+        backend: {
+          type: 'socket',
+          data: { addr: { type: 'unix', data: { path: share.socketPath } }, server: false },
+        },
+      });
+      await qmp.deviceAdd({
+        driver: 'vhost-user-fs-pci',
+        id: share.qemuId,
+        chardev,
+        tag: share.tag,
+        'queue-size': VIRTIOFS_QUEUE_SIZE,
+        bus: port,
+      });
+    } catch (err) {
+      this.portOwner.delete(port);
+      throw new Error(
+        `hotplugging virtio-fs share ${share.tag} (${share.socketPath}): ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
+    }
+    this.log().info({ tag: share.tag, port }, 'virtio-fs share hotplugged');
   }
 
   async addDevice(qmp: QmpClient, dev: Device): Promise<DeviceInfo> {

@@ -83,8 +83,17 @@ export class ColdPlugNics implements NicSink {
 
   /** Closes the host copies (QEMU has its own after spawn). */
   release(): void {
-    for (const s of this.specs.splice(0)) for (const fd of [...s.tapFds, ...s.vhostFds]) closeFd(fd);
+    closeNicFds(this.specs.splice(0));
   }
+
+  /** Hands the planned NICs (and their fds) to the caller: a VM restored from a template hotplugs them. */
+  take(): NicSpec[] {
+    return this.specs.splice(0);
+  }
+}
+
+export function closeNicFds(specs: readonly NicSpec[]): void {
+  for (const s of specs) for (const fd of [...s.tapFds, ...s.vhostFds]) closeFd(fd);
 }
 
 /**

@@ -156,6 +156,32 @@ export function watchVirtiofsd(
   });
 }
 
+/** Starts each virtiofsd (they must listen before QEMU connects) and watches it for the VM's whole life. */
+export async function startVirtiofsds(
+  daemons: readonly Virtiofsd[],
+  deadline: number,
+  o: {
+    record: (pid: number | undefined) => Promise<void>;
+    qemu: () => SupervisedChild | undefined;
+    /** true once the VM is being stopped: a virtiofsd exit is then expected */
+    winding: () => boolean;
+    onDeath: (why: string) => void;
+    waiting: (what: string) => void;
+    log: Logger;
+  },
+): Promise<void> {
+  for (const v of daemons) {
+    o.waiting(`virtiofsd socket ${v.opts.socketPath}`);
+    await v.start(Math.max(deadline - Date.now(), 1), o.record);
+    watchVirtiofsd(v, {
+      qemu: o.qemu,
+      expected: () => v.isStopping || o.winding(),
+      onDeath: o.onDeath,
+      log: o.log,
+    });
+  }
+}
+
 /** Spawns QEMU with the cold-plugged NICs' tap fds as its fd 3, 4, ...; the fds are ours to close either way. */
 export function spawnQemu(
   path: string,

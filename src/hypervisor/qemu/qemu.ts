@@ -8,7 +8,6 @@ import type { Logger } from '../../common/log.js';
 import { logger } from '../../common/log.js';
 import type { KataConfig } from '../../config/types.js';
 import { type ProbeOptions, resolveAccelerator } from '../accel.js';
-import { readGuestManifest } from '../guest-manifest.js';
 import type {
   AgentEndpoint,
   Device,
@@ -23,17 +22,11 @@ import type {
 } from '../hypervisor.js';
 import { type ChildExit, type SupervisedChild, describeExit, formatTail } from '../supervisor.js';
 import { Virtiofsd } from '../virtiofsd.js';
-import {
-  AGENT_VSOCK_PORT,
-  allocateGuestCid,
-  chooseAgentChannel,
-  hostHasVhostVsock,
-  releaseGuestCid,
-} from '../vsock.js';
-import { planBootDevices } from './boot-plan.js';
-import { type QemuCommandLine, buildQemuCmdline, runDirPaths } from './cmdline.js';
+import { hostHasVhostVsock, releaseGuestCid, reserveAgentEndpoint } from '../vsock.js';
+import { type QemuCommandLine, runDirPaths } from './cmdline.js';
 import { assertQemuConfig } from './config-check.js';
 import { QemuHotplug } from './hotplug.js';
+import { planLaunch } from './launch-plan.js';
 import { ColdPlugNics, type FdSender, QmpNicHotplug } from './netdev.js';
 import {
   connectQmp,
@@ -42,11 +35,12 @@ import {
   refuseLiveRunDir,
   spawnQemu,
   spawnedProcess,
+  startVirtiofsds,
   waitRunning,
-  watchVirtiofsd,
 } from './process.js';
 import type { QmpClient } from './qmp.js';
 import { vmSize } from './sizing.js';
+import * as templating from './template-use.js';
 
 export interface QemuDriverOptions {
   /** Accelerator probe settings (cache file, timeout) for accel = "auto". */
@@ -90,6 +84,8 @@ export class QemuHypervisor implements Hypervisor {
   /** Every process spawned for this VM (pid + start time), for the persisted state. */
   private readonly spawned: VmProcess[] = [];
   private readonly hotplug: QemuHotplug;
+  /** Set when this VM is a template or a clone of one (template-use.ts). */
+  private templateUse: templating.TemplateUse | undefined;
 
   constructor(
     private readonly config: KataConfig,
@@ -133,53 +129,29 @@ export class QemuHypervisor implements Hypervisor {
     this.accel = accel.accel;
     this.log.info({ accel: accel.accel, reason: accel.reason, cached: accel.cached }, 'accelerator');
 
-    const paths = runDirPaths(cfg.runDir);
-    if (chooseAgentChannel(q.agent_channel) === 'vsock') {
-      // The registry entry names this sandbox as its owner: a crash right after it is still found by cleanup.
-      this.vsockCid = await allocateGuestCid(cfg.sandboxId, this.opts.cidDir);
-      this.agent = { kind: 'vsock', cid: this.vsockCid, port: AGENT_VSOCK_PORT };
-    } else this.agent = { kind: 'virtio-serial', socketPath: paths.agentSocket };
-
-    const plan = await planBootDevices(q, cfg.devices, paths, () => this.hotplug.allocScsiIndex());
-    for (const b of plan.coldBlocks) this.hotplug.registerColdBlock(b.devId, b);
-    this.sharesFs = plan.fsShares.length > 0;
-    this.virtiofsds = plan.virtiofsds.map(
+    ({ agent: this.agent, cid: this.vsockCid } = await reserveAgentEndpoint(
+      q.agent_channel,
+      cfg.sandboxId,
+      runDirPaths(cfg.runDir).agentSocket,
+      this.opts.cidDir,
+    ));
+    const launch = await planLaunch({
+      q,
+      cfg,
+      accel: this.accel,
+      agent: this.agent,
+      maxVcpus,
+      maxMemoryMiB,
+      hotplugPorts: this.opts.hotplugPorts ?? DEFAULT_HOTPLUG_PORTS,
+      hotplug: this.hotplug,
+      log: this.log,
+    });
+    this.cmd = launch.cmd;
+    this.sharesFs = launch.sharesFs;
+    this.templateUse = launch.templateUse;
+    this.virtiofsds = launch.virtiofsds.map(
       (o) => new Virtiofsd(o, this.log.child({ component: 'virtiofsd' })),
     );
-    if (q.virtio_fs_cache_size > 0 && this.sharesFs) {
-      this.log.warn(
-        { virtio_fs_cache_size: q.virtio_fs_cache_size },
-        'virtio-fs DAX window is not supported by this QEMU; ignored',
-      );
-    }
-
-    const manifest = await readGuestManifest(q.kernel);
-    this.cmd = buildQemuCmdline({
-      sandboxId: cfg.sandboxId,
-      runDir: cfg.runDir,
-      qemu: q,
-      accel: this.accel,
-      vcpus: cfg.vcpus,
-      maxVcpus,
-      memoryMiB: cfg.memoryMiB,
-      maxMemoryMiB,
-      agent: this.agent,
-      fsShares: plan.fsShares,
-      blocks: plan.blocks,
-      guestKernelParams: manifest?.kernelParams ?? [],
-      rootfsType: manifest?.rootfsType ?? (q.rootfs_type || undefined),
-      extraKernelParams: cfg.kernelParams ?? [],
-      hotplugPorts: this.opts.hotplugPorts ?? DEFAULT_HOTPLUG_PORTS,
-    });
-    this.hotplug.setShape({
-      sandboxId: cfg.sandboxId,
-      hotplugPortIds: this.cmd.hotplugPortIds,
-      hasScsiController: this.cmd.args.some((a) => a.startsWith('virtio-scsi-pci,')),
-      memoryMiB: cfg.memoryMiB,
-      maxMemoryMiB,
-      maxVcpus,
-      sharesFs: this.sharesFs,
-    });
 
     await refuseLiveRunDir(cfg.runDir);
     // Persisted before the run dir exists, so cleanup after a crash knows to remove it.
@@ -213,21 +185,24 @@ export class QemuHypervisor implements Hypervisor {
     const deadline = Date.now() + timeoutMs;
     let waitingFor = 'virtiofsd';
     try {
-      for (const v of this.virtiofsds) {
-        waitingFor = `virtiofsd socket ${v.opts.socketPath}`;
-        await v.start(Math.max(deadline - Date.now(), 1), (pid) => this.recordSpawn('virtiofsd', pid));
-        watchVirtiofsd(v, {
-          qemu: () => this.qemu,
-          expected: () => v.isStopping || this.winding(),
-          onDeath: (why) => {
-            this.stopReason ??= why;
-            void this.stopVm().catch((err) =>
-              this.log.error({ err: String(err) }, 'stopping VM after virtiofsd died'),
-            );
-          },
-          log: this.log,
-        });
-      }
+      await startVirtiofsds(this.virtiofsds, deadline, {
+        record: (pid) => this.recordSpawn('virtiofsd', pid),
+        qemu: () => this.qemu,
+        winding: () => this.winding(),
+        onDeath: (why) => {
+          this.stopReason ??= why;
+          void this.stopVm().catch((err) =>
+            this.log.error({ err: String(err) }, 'stopping VM after virtiofsd died'),
+          );
+        },
+        waiting: (what) => {
+          waitingFor = what;
+        },
+        log: this.log,
+      });
+      const clone = this.templateUse?.role === 'clone' ? this.templateUse : undefined;
+      waitingFor = "a copy of the template's RAM";
+      if (clone) await templating.beforeCloneSpawn(clone, this.coldNics, deadline);
       const q = this.config.hypervisor;
       const child = spawnQemu(q.path, this.cmd.args, this.coldNics, this.log);
       this.qemu = child;
@@ -239,11 +214,20 @@ export class QemuHypervisor implements Hypervisor {
       waitingFor = `the QMP socket ${qmpPath}`;
       ({ qmp: this.qmp, sendFds: this.sendFds } = await connectQmp(child, qmpPath, deadline, this.log));
       logQmpEvents(this.qmp, this.log);
+      waitingFor = 'the template state to load';
+      if (clone) await templating.restoreClone(clone, this.qmp, this.sendFds, deadline);
       waitingFor = 'QEMU status "running"';
       await waitRunning(child, this.qmp, deadline);
+      waitingFor = 'the shares and NICs hotplugged into the restored VM';
+      if (clone) await templating.plugIntoClone(clone, { ...this.qmpNics(), hotplug: this.hotplug });
       this.phase = 'running';
       this.log.info(
-        { pid: child.pid, accel: this.accel, ms: timeoutMs - (deadline - Date.now()) },
+        {
+          pid: child.pid,
+          accel: this.accel,
+          from: clone ? 'template' : 'boot',
+          ms: timeoutMs - (deadline - Date.now()),
+        },
         'VM started',
       );
     } catch (err) {
@@ -330,6 +314,7 @@ export class QemuHypervisor implements Hypervisor {
 
   private async releaseHostResources(): Promise<void> {
     this.coldNics.release(); // a VM that never started leaves the tap fds to us
+    templating.releaseCloneNics(this.templateUse);
     if (this.vm && (this.createdRunDir || this.phase !== 'new')) {
       await rm(this.vm.runDir, { recursive: true, force: true });
     }
@@ -341,12 +326,17 @@ export class QemuHypervisor implements Hypervisor {
 
   // --- runtime control ----------------------------------------------------------------------------------
 
+  /** QMP and the NIC hotplug sink on it; throws when QMP is not connected. */
+  private qmpNics(): { qmp: QmpClient; sink: QmpNicHotplug } {
+    const qmp = this.requireQmp();
+    if (!this.sendFds) throw new Error(`QEMU for sandbox ${this.vm?.sandboxId}: QMP cannot pass fds`);
+    this.nicHotplug ??= new QmpNicHotplug(qmp, this.sendFds, this.hotplug.nicPorts(), this.log);
+    return { qmp, sink: this.nicHotplug };
+  }
+
   nicSink(): NicSink {
     if (this.phase === 'prepared') return this.coldNics;
-    if (this.phase === 'running' && this.qmp && this.sendFds) {
-      this.nicHotplug ??= new QmpNicHotplug(this.qmp, this.sendFds, this.hotplug.nicPorts(), this.log);
-      return this.nicHotplug;
-    }
+    if (this.phase === 'running') return this.qmpNics().sink;
     throw new Error(`nicSink: NICs can be plugged into a prepared or running VM, not a ${this.phase} one`);
   }
 
@@ -411,6 +401,17 @@ export class QemuHypervisor implements Hypervisor {
       fsSharing: this.config.hypervisor.shared_fs !== 'none',
       vsock: hostHasVhostVsock(),
     };
+  }
+
+  fromTemplate(): boolean {
+    return this.templateUse?.role === 'clone';
+  }
+
+  async saveTemplate(timeoutMs: number): Promise<void> {
+    const { qmp } = this.qmpNics();
+    if (!this.vm || !this.sendFds) throw new Error('saveTemplate: the VM is not running');
+    await templating.saveAsTemplate(this.templateUse, this.vm, qmp, this.sendFds, timeoutMs);
+    this.log.info({ template: this.templateUse?.files.dir }, 'VM template saved');
   }
 
   agentEndpoint(): AgentEndpoint {
