@@ -1,12 +1,16 @@
 // Container start-up, runc vs kata-ts, through a private containerd: `ctr run --rm <busybox> <id> true`, N times
-// each. For kata the time is split with the shim's `phase` log lines (shim start, daemon ready, VM launched,
-// agent ready, sandbox created, container created/started, exit seen, sandbox stopped), and the RSS of the
-// shim, QEMU and virtiofsd of one running sandbox is sampled. Prints a table, writes bench/results/startup-*.json.
-// Usage: node bench/run.mjs startup [--runs N] [--rss-samples N]
+// each, in up to three modes side by side: runc, kata booting a VM, kata cloning a VM template ([factory]
+// enable_template, the template made once with `kata-ctl factory init`). For kata the time is split with the
+// shim's `phase` log lines (shim start, daemon ready, VM launched, agent ready, sandbox created, container
+// created/started, exit seen, sandbox stopped). Then idle sandboxes' memory: PSS of QEMU, shim and virtiofsd of a
+// booted sandbox and of 1, 5, 10 idle clones of one template. Prints tables, writes bench/results/startup-*.json.
+// Usage: node bench/run.mjs startup [--runs N] [--modes runc,boot,template] [--clones 1,5,10]
 import fs from 'node:fs';
 import path from 'node:path';
 import { type KataSetup, setupKata } from '../test/e2e/shim-fixtures.js';
 import { KATA_RUNTIME, REPO } from '../test/helpers/containerd.js';
+import { type SandboxMemory, hostUsedKiB, median, mib, sandboxMemory } from './memory.js';
+import { type BenchTemplate, makeTemplate } from './template.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, def: number) => {
@@ -14,7 +18,19 @@ const opt = (name: string, def: number) => {
   return i >= 0 ? Number(args[i + 1]) : def;
 };
 const RUNS = opt('runs', 5);
-const RSS_SAMPLES = opt('rss-samples', 2);
+const list = (name: string, def: string) => {
+  const i = args.indexOf(`--${name}`);
+  return (i >= 0 ? String(args[i + 1]) : def).split(',').filter(Boolean);
+};
+const MODES = list('modes', 'runc,boot,template') as ('runc' | 'boot' | 'template')[];
+for (const m of MODES) {
+  if (!['runc', 'boot', 'template'].includes(m))
+    throw new Error(`--modes: unknown mode ${m} (runc, boot, template)`);
+}
+/** Counts of idle clones at which memory is measured (cumulative: the same clones stay up). */
+const CLONES = list('clones', '1,5,10')
+  .map(Number)
+  .sort((a, b) => a - b);
 
 const PHASES = [
   'shim_start',
@@ -61,53 +77,48 @@ function phasesOf(log: string, id: string, start: number): KataRun['phases'] {
   return out;
 }
 
-function rssKiB(pid: number, field = 'VmRSS'): number {
-  try {
-    const m = new RegExp(`${field}:\\s+(\\d+)`).exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : 0;
-  } catch {
-    return 0;
+/** Starts `ids` as idle sandboxes (`sleep 600`), one after another; returns their start times (ms). */
+async function startIdle(k: KataSetup, ids: string[], config?: string): Promise<number[]> {
+  const times: number[] = [];
+  for (const id of ids) {
+    const cfg = config ? ['--runtime-config-path', config] : [];
+    const r = await timed(k, ['run', '-d', '--runtime', KATA_RUNTIME, ...cfg, k.image, id, 'sleep', '600']);
+    if (r.code !== 0) throw new Error(`ctr run -d ${id}: ${r.err}`);
+    times.push(r.ms);
   }
+  return times;
 }
 
-function pidsMatching(re: RegExp, needle: string): number[] {
-  const out: number[] = [];
-  for (const p of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      const c = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ');
-      if (re.test(c) && c.includes(needle)) out.push(Number(p));
-    } catch {
-      // gone
-    }
-  }
-  return out;
+interface IdleMemory {
+  what: string;
+  sandboxes: number;
+  /** medians over the sandboxes, KiB */
+  perSandbox: SandboxMemory & { total: number };
+  /** host used memory growth per sandbox, KiB */
+  hostPerSandbox: number;
 }
 
-interface RssSample {
-  shim: number;
-  shimAnon: number;
-  qemu: number;
-  virtiofsd: number;
+/** PSS per sandbox of `ids` (already running), medians; and the host's growth in used memory per sandbox. */
+async function measureIdle(what: string, ids: string[], usedBefore: number): Promise<IdleMemory> {
+  await new Promise((res) => setTimeout(res, 3000)); // let the guests settle
+  const per = ids.map(sandboxMemory).filter((m) => m.qemu > 0);
+  const pick = (f: (m: SandboxMemory) => number) => median(per.map(f));
+  return {
+    what,
+    sandboxes: ids.length,
+    perSandbox: {
+      shim: pick((m) => m.shim),
+      qemu: pick((m) => m.qemu),
+      virtiofsd: pick((m) => m.virtiofsd),
+      qemuRss: pick((m) => m.qemuRss),
+      total: pick((m) => m.shim + m.qemu + m.virtiofsd),
+    },
+    hostPerSandbox: (hostUsedKiB() - usedBefore) / ids.length,
+  };
 }
 
-async function sampleRss(k: KataSetup, id: string): Promise<RssSample> {
-  const r = await k.ctrd.ctr(['run', '-d', '--runtime', KATA_RUNTIME, k.image, id, 'sleep', '600']);
-  if (r.code !== 0) throw new Error(`ctr run -d ${id}: ${r.stderr}`);
-  try {
-    await new Promise((res) => setTimeout(res, 2000)); // let the guest settle
-    const sum = (pids: number[], field?: string) => pids.reduce((a, p) => a + rssKiB(p, field), 0);
-    const shims = pidsMatching(/containerd-shim-kata-v2/, `-id ${id}`);
-    return {
-      shim: sum(shims),
-      // The rest of the shim's RSS is node's own binary pages, shared by every shim on the host.
-      shimAnon: sum(shims, 'RssAnon'),
-      qemu: sum(pidsMatching(/qemu-system/, id)),
-      virtiofsd: sum(pidsMatching(/virtiofsd/, id)),
-    };
-  } finally {
-    await k.ctrd.removeContainer(id);
-  }
+async function removeAll(k: KataSetup, ids: string[]): Promise<void> {
+  await Promise.all(ids.map((id) => k.ctrd.removeContainer(id)));
 }
 
 const stats = (xs: number[]) => {
@@ -116,66 +127,131 @@ const stats = (xs: number[]) => {
   return { median: med, min: s[0] ?? Number.NaN, max: s[s.length - 1] ?? Number.NaN, n: s.length };
 };
 
+type Mode = 'runc' | 'boot' | 'template';
+
 async function main(): Promise<void> {
   const k = await setupKata();
-  const runc: number[] = [];
-  const kata: KataRun[] = [];
+  const times: Record<Mode, number[]> = { runc: [], boot: [], template: [] };
+  const kata: Record<'boot' | 'template', KataRun[]> = { boot: [], template: [] };
   const failures: string[] = [];
-  let rss: RssSample[] = [];
+  const memory: IdleMemory[] = [];
+  let tpl: BenchTemplate | undefined;
   try {
     // Warm-up: page cache, containerd's first snapshot, the accelerator probe cache.
     await k.ctrd.ctr(['run', '--rm', k.image, 'bench-warm-runc', 'true']);
     await k.ctrd.ctr(['run', '--rm', '--runtime', KATA_RUNTIME, k.image, 'bench-warm-kata', 'true']);
-    for (let i = 0; i < RUNS; i++) {
-      const r = await timed(k, ['run', '--rm', k.image, `bench-runc-${i}`, 'true']);
-      if (r.code === 0) runc.push(r.ms);
-      else failures.push(`runc run ${i}: ${r.err}`);
-      const id = `bench-kata-${i}`;
-      const kr = await timed(k, ['run', '--rm', '--runtime', KATA_RUNTIME, k.image, id, 'true']);
-      if (kr.code === 0) kata.push({ totalMs: kr.ms, phases: phasesOf(k.ctrd.readLog(), id, kr.start) });
-      else failures.push(`kata run ${i}: ${kr.err}`);
-      process.stderr.write(`run ${i + 1}/${RUNS}: runc ${r.ms.toFixed(0)} ms, kata ${kr.ms.toFixed(0)} ms\n`);
+    if (MODES.includes('template')) {
+      tpl = await makeTemplate(k);
+      process.stderr.write(`factory init: ${tpl.initMs.toFixed(0)} ms\n`);
     }
-    for (let i = 0; i < RSS_SAMPLES; i++) rss.push(await sampleRss(k, `bench-rss-${i}`));
+    const argv = (mode: Mode, id: string) =>
+      mode === 'runc'
+        ? ['run', '--rm', k.image, id, 'true']
+        : mode === 'boot'
+          ? ['run', '--rm', '--runtime', KATA_RUNTIME, k.image, id, 'true']
+          : [
+              'run',
+              '--rm',
+              '--runtime',
+              KATA_RUNTIME,
+              '--runtime-config-path',
+              tpl!.config,
+              k.image,
+              id,
+              'true',
+            ];
+    for (let i = 0; i < RUNS; i++) {
+      const line: string[] = [];
+      for (const mode of MODES) {
+        const id = `bench-${mode}-${i}`;
+        const r = await timed(k, argv(mode, id));
+        line.push(`${mode} ${r.ms.toFixed(0)} ms`);
+        if (r.code !== 0) {
+          failures.push(`${mode} run ${i}: ${r.err}`);
+          continue;
+        }
+        times[mode].push(r.ms);
+        if (mode !== 'runc')
+          kata[mode].push({ totalMs: r.ms, phases: phasesOf(k.ctrd.readLog(), id, r.start) });
+      }
+      process.stderr.write(`run ${i + 1}/${RUNS}: ${line.join(', ')}\n`);
+    }
+    // Idle memory: one booted sandbox; then clones of the template, measured at each count of CLONES.
+    if (MODES.includes('boot')) {
+      const before = hostUsedKiB();
+      await startIdle(k, ['bench-idle-boot']);
+      memory.push(await measureIdle('booted', ['bench-idle-boot'], before));
+      await removeAll(k, ['bench-idle-boot']);
+    }
+    if (tpl) {
+      const before = hostUsedKiB();
+      const ids: string[] = [];
+      try {
+        for (const n of CLONES) {
+          const more = Array.from({ length: n - ids.length }, (_, j) => `bench-idle-clone-${ids.length + j}`);
+          ids.push(...more);
+          await startIdle(k, more, tpl.config);
+          memory.push(await measureIdle('clones', [...ids], before));
+          process.stderr.write(`${ids.length} idle clones measured\n`);
+        }
+      } finally {
+        await removeAll(k, ids);
+      }
+    }
   } finally {
+    await tpl?.destroy().catch((e: unknown) => failures.push(`factory destroy: ${String(e)}`));
     await k.close();
   }
-  rss = rss.filter((s) => s.qemu > 0);
 
-  const rows: [string, ReturnType<typeof stats>][] = [
-    ['runc: ctr run --rm true', stats(runc)],
-    ['kata: ctr run --rm true', stats(kata.map((r) => r.totalMs))],
-    ...PHASES.map((p): [string, ReturnType<typeof stats>] => [
-      `kata: ${p} (from ctr start)`,
-      stats(kata.map((r) => r.phases[p]).filter((v): v is number => v !== undefined)),
-    ]),
-  ];
+  const rows: [string, ReturnType<typeof stats>][] = MODES.flatMap((mode) => {
+    const label = mode === 'runc' ? 'runc' : `kata ${mode}`;
+    const total: [string, ReturnType<typeof stats>] = [`${label}: ctr run --rm true`, stats(times[mode])];
+    if (mode === 'runc') return [total];
+    return [
+      total,
+      ...PHASES.map((p): [string, ReturnType<typeof stats>] => [
+        `  ${label}: ${p}`,
+        stats(kata[mode].map((r) => r.phases[p]).filter((v): v is number => v !== undefined)),
+      ]),
+    ];
+  });
   const fmt = (n: number) => (Number.isNaN(n) ? '-' : n.toFixed(0));
-  console.log(`\nstart-up, ${RUNS} runs each (ms)`);
+  console.log(`\nstart-up, ${RUNS} runs each (ms; phases from ctr start)`);
   console.log(`${'what'.padEnd(44)} ${'median'.padStart(8)} ${'min'.padStart(8)} ${'max'.padStart(8)}`);
   for (const [name, s] of rows) {
     console.log(
       `${name.padEnd(44)} ${fmt(s.median).padStart(8)} ${fmt(s.min).padStart(8)} ${fmt(s.max).padStart(8)}`,
     );
   }
-  const rssStats = {
-    shim: stats(rss.map((r) => r.shim)),
-    shimAnon: stats(rss.map((r) => r.shimAnon)),
-    qemu: stats(rss.map((r) => r.qemu)),
-    virtiofsd: stats(rss.map((r) => r.virtiofsd)),
-  };
-  console.log(
-    `\nRSS per sandbox (MiB, median of ${rss.length}): shim ${(rssStats.shim.median / 1024).toFixed(1)} (private anonymous ${(rssStats.shimAnon.median / 1024).toFixed(1)}), QEMU ${(rssStats.qemu.median / 1024).toFixed(1)}, virtiofsd ${(rssStats.virtiofsd.median / 1024).toFixed(1)}`,
-  );
-  // Host-side overhead as the goal defines it: the whole kata run minus the guest's boot to agent-ready.
-  const overhead = stats(
-    kata
+  const runcMed = stats(times.runc).median;
+  for (const mode of ['boot', 'template'] as const) {
+    if (times[mode].length && times.runc.length) {
+      console.log(`kata ${mode} / runc: ${(stats(times[mode]).median / runcMed).toFixed(1)}x`);
+    }
+  }
+  // Agent-ready after QEMU starts: the guest's part, which templating replaces with a restore.
+  for (const mode of ['boot', 'template'] as const) {
+    const d = kata[mode]
       .filter((r) => r.phases.agent_ready !== undefined && r.phases.vm_launched !== undefined)
-      .map((r) => r.totalMs - (r.phases.agent_ready! - r.phases.vm_launched!)),
-  );
-  console.log(
-    `host-side overhead (kata total - guest boot-to-agent-ready), median: ${fmt(overhead.median)} ms vs runc whole run ${fmt(stats(runc).median)} ms`,
-  );
+      .map((r) => r.phases.agent_ready! - r.phases.vm_launched!);
+    if (d.length) console.log(`kata ${mode}: vm_launched -> agent_ready median ${fmt(median(d))} ms`);
+  }
+  if (tpl)
+    console.log(
+      `factory init ${fmt(tpl.initMs)} ms; template RAM file ${mib(tpl.ramAllocated / 1024)} MiB allocated`,
+    );
+  if (memory.length) {
+    console.log('\nidle sandboxes (sleep), per sandbox, MiB (PSS: shared pages split between their users)');
+    console.log(
+      `${'what'.padEnd(18)} ${'QEMU PSS'.padStart(9)} ${'QEMU RSS'.padStart(9)} ${'shim PSS'.padStart(9)} ${'virtiofsd'.padStart(9)} ${'sum PSS'.padStart(9)} ${'host used'.padStart(9)}`,
+    );
+    for (const m of memory) {
+      const p = m.perSandbox;
+      console.log(
+        `${`${m.what} x${m.sandboxes}`.padEnd(18)} ${mib(p.qemu).padStart(9)} ${mib(p.qemuRss).padStart(9)} ${mib(p.shim).padStart(9)} ${mib(p.virtiofsd).padStart(9)} ${mib(p.total).padStart(9)} ${mib(m.hostPerSandbox).padStart(9)}`,
+      );
+    }
+  }
   if (failures.length) console.log(`\nfailures:\n${failures.join('\n')}`);
 
   const outDir = path.join(REPO, 'bench/results');
@@ -183,7 +259,7 @@ async function main(): Promise<void> {
   const file = path.join(outDir, `startup-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
   fs.writeFileSync(
     file,
-    `${JSON.stringify({ runs: RUNS, runcMs: runc, kata, rssKiB: rss, summary: Object.fromEntries(rows), rssSummaryKiB: rssStats, hostOverheadMs: overhead, failures }, null, 2)}\n`,
+    `${JSON.stringify({ runs: RUNS, modes: MODES, timesMs: times, kata, summary: Object.fromEntries(rows), factoryInitMs: tpl?.initMs, templateRamBytes: tpl?.ramAllocated, memoryKiB: memory, failures }, null, 2)}\n`,
   );
   console.log(`\nwrote ${path.relative(REPO, file)}`);
 }

@@ -17,10 +17,17 @@ import {
   waitPodsGone,
 } from '../helpers/cri/containerd-cri.js';
 import { runStream } from '../helpers/cri/stream.js';
-import { baseOverrides, configText, guestImage, guestKernelVersion } from './shim-fixtures.js';
+import {
+  type DefaultConfig,
+  configWriter,
+  defaultConfig,
+  guestImage,
+  guestKernelVersion,
+} from './shim-fixtures.js';
 
 let env: CriContainerd | undefined;
 let confDir: string | undefined;
+let kataConfig: DefaultConfig | undefined;
 let kernelWanted: string | undefined;
 
 function cri(): CriContainerd {
@@ -38,13 +45,16 @@ beforeAll(async () => {
   const guest = await guestImage();
   kernelWanted = guestKernelVersion(guest);
   confDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-ts-cri-conf-'));
-  const kataConfigPath = path.join(confDir, 'configuration.toml');
-  fs.writeFileSync(kataConfigPath, configText(baseOverrides(guest)));
-  env = await startCriContainerd({ kataConfigPath });
+  // In the template tier (KATA_TS_E2E_TEMPLATE=1) every kata pod is a clone of a VM template.
+  kataConfig = await defaultConfig(configWriter(confDir, guest));
+  env = await startCriContainerd({ kataConfigPath: kataConfig.config });
 });
 
 afterAll(async () => {
+  const log = env?.ctrd.readLog() ?? '';
   await env?.stop();
+  await kataConfig?.destroy();
+  kataConfig?.checkCloned(log);
   if (confDir) fs.rmSync(confDir, { recursive: true, force: true });
 });
 

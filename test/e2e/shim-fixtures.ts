@@ -1,6 +1,9 @@
 // Shared set-up of the shim e2e tests and the start-up benchmark: the guest image, a Kata configuration.toml for
 // it (TCG: this host's KVM cannot boot a stock kernel), a private containerd with the shim on PATH and the busybox
-// image imported. The check for "nothing left on the host" is test/helpers/leftovers.ts.
+// image imported. With KATA_TS_E2E_TEMPLATE=1 every sandbox of the default configuration is a clone of a VM
+// template ([factory] enable_template, made once per file with `kata-ctl factory init`), so the same tests run
+// in template mode. The check for "nothing left on the host" is test/helpers/leftovers.ts.
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,6 +18,9 @@ import {
   startContainerd,
 } from '../helpers/containerd.js';
 import { type GuestImageFiles, ensureGuestImage } from '../helpers/guest-image.js';
+
+/** The e2e run is in template mode (scripts/test.sh runs the shim tests once more with it). */
+export const TEMPLATE_MODE = process.env.KATA_TS_E2E_TEMPLATE === '1';
 
 export type GuestImage = GuestImageFiles;
 
@@ -119,18 +125,22 @@ export async function setupKata(opts: { level?: 'debug' | 'info' } = {}): Promis
   buildShim();
   const guest = await guestImage();
   const confDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kata-ts-conf-'));
-  const writeConfig = (name: string, overrides: ConfigOverrides) => {
-    const file = path.join(confDir, name);
-    fs.writeFileSync(file, configText(merge(baseOverrides(guest), overrides)));
-    return file;
-  };
-  const configPath = writeConfig('configuration.toml', {});
-  const ctrd = await startContainerd({ env: { KATA_CONF_FILE: configPath }, level: opts.level });
+  const writeConfig = configWriter(confDir, guest);
+  const template = await defaultConfig(writeConfig);
+  const configPath = template.config;
+  let ctrd: Containerd;
   let image: string;
+  try {
+    ctrd = await startContainerd({ env: { KATA_CONF_FILE: configPath }, level: opts.level });
+  } catch (e) {
+    await template.destroy();
+    throw e;
+  }
   try {
     image = await importBusybox(ctrd.ctr, ctrd.dir);
   } catch (e) {
     await ctrd.stop();
+    await template.destroy();
     throw e;
   }
   return {
@@ -142,8 +152,75 @@ export async function setupKata(opts: { level?: 'debug' | 'info' } = {}): Promis
     writeConfig,
     run: (args, o) => ctrd.ctr(['run', '--runtime', KATA_RUNTIME, ...args], o),
     close: async () => {
+      const log = ctrd.readLog();
       await ctrd.stop();
+      await template.destroy();
+      template.checkCloned(log);
       fs.rmSync(confDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Writes configurations into `confDir`: the shipped one, the guest image's keys, then `overrides`. */
+export function configWriter(confDir: string, guest: GuestImage): KataSetup['writeConfig'] {
+  return (name, overrides) => {
+    const file = path.join(confDir, name);
+    fs.writeFileSync(file, configText(merge(baseOverrides(guest), overrides)));
+    return file;
+  };
+}
+
+export interface DefaultConfig {
+  /** configuration.toml of the file's containerd */
+  config: string;
+  /** Destroys the template, if there is one. */
+  destroy(): Promise<void>;
+  /** In template mode, fails unless containerd's log shows a sandbox cloned from the template. */
+  checkCloned(containerdLog: string): void;
+}
+
+/**
+ * The default configuration.toml; in template mode with [factory] enable_template under a fresh template_path,
+ * and the template made from it. Configurations tests write on top (writeConfig) have no [factory] unless they
+ * ask for it, so they boot.
+ */
+export async function defaultConfig(writeConfig: KataSetup['writeConfig']): Promise<DefaultConfig> {
+  if (!TEMPLATE_MODE) {
+    return { config: writeConfig('configuration.toml', {}), destroy: async () => {}, checkCloned: () => {} };
+  }
+  const dir = fs.mkdtempSync('/run/kata-ts-test-template-');
+  const config = writeConfig('configuration.toml', {
+    factory: { enable_template: true, template_path: dir },
+  });
+  const ctl = (verb: string) =>
+    new Promise<void>((resolve, reject) => {
+      execFile(
+        process.execPath,
+        [path.join(REPO, 'dist/kata-ctl.mjs'), 'factory', verb, '--config', config],
+        { timeout: 300_000 },
+        (err, _out, stderr) =>
+          err ? reject(new Error(`kata-ctl factory ${verb}: ${err.message}\n${stderr}`)) : resolve(),
+      );
+    });
+  try {
+    await ctl('init');
+  } catch (e) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  return {
+    config,
+    destroy: async () => {
+      await ctl('destroy');
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+    checkCloned: (log) => {
+      // The shim's "VM started" line says where the VM came from; without a clone this tier tested nothing new.
+      if (!/"msg":"VM started"[^\n]*"from":"template"|"from":"template"[^\n]*"msg":"VM started"/.test(log)) {
+        throw new Error(
+          `template mode: no sandbox was cloned from the template (${dir}); see the shim's "VM template not used" lines`,
+        );
+      }
     },
   };
 }
