@@ -4,7 +4,8 @@
 // shim's `phase` log lines (shim start, daemon ready, VM launched, agent ready, sandbox created, container
 // created/started, exit seen, sandbox stopped). Then idle sandboxes' memory: PSS of QEMU, shim and virtiofsd of a
 // booted sandbox and of 1, 5, 10 idle clones of one template. Prints tables, writes bench/results/startup-*.json.
-// Usage: node bench/run.mjs startup [--runs N] [--modes runc,boot,template] [--clones 1,5,10]
+// Usage: node bench/run.mjs startup [--runs N] [--modes runc,boot,template] [--clones 1,5,10] [--debug]
+// (--debug: the shims log at debug level; containerd's log is kept in bench/results/startup-last.log either way)
 import fs from 'node:fs';
 import path from 'node:path';
 import { type KataSetup, setupKata } from '../test/e2e/shim-fixtures.js';
@@ -130,7 +131,7 @@ const stats = (xs: number[]) => {
 type Mode = 'runc' | 'boot' | 'template';
 
 async function main(): Promise<void> {
-  const k = await setupKata();
+  const k = await setupKata({ level: args.includes('--debug') ? 'debug' : 'info' });
   const times: Record<Mode, number[]> = { runc: [], boot: [], template: [] };
   const kata: Record<'boot' | 'template', KataRun[]> = { boot: [], template: [] };
   const failures: string[] = [];
@@ -200,6 +201,9 @@ async function main(): Promise<void> {
     }
   } finally {
     await tpl?.destroy().catch((e: unknown) => failures.push(`factory destroy: ${String(e)}`));
+    // containerd's log holds every shim line: kept beside the JSON, to look into a phase.
+    fs.mkdirSync(path.join(REPO, 'bench/results'), { recursive: true });
+    fs.writeFileSync(path.join(REPO, 'bench/results/startup-last.log'), k.ctrd.readLog());
     await k.close();
   }
 

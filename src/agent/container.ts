@@ -346,6 +346,16 @@ export class Container {
    * bundle, and releases every stdio stream.
    */
   async destroy(timeoutMs: number): Promise<void> {
+    await this.stopProcesses(timeoutMs);
+    if (this.deps.crun.exists(this.id)) await this.deps.crun.delete(this.id, true);
+    for (const p of [this.init, ...this.processes.values()]) p.destroy();
+    this.processes.clear();
+    this.status = 'stopped';
+    fs.rmSync(this.bundle, { recursive: true, force: true });
+  }
+
+  /** SIGKILLs every process of the container still running and waits (up to timeoutMs) for their exits. */
+  async stopProcesses(timeoutMs: number): Promise<void> {
     this.stopOomWatch();
     if (this.status === 'paused') {
       // frozen tasks do not die from SIGKILL under cgroup v1's freezer: thaw first
@@ -364,16 +374,8 @@ export class Container {
       ]);
       clearTimeout(timer);
       if (timedOut)
-        this.deps.log.warn(
-          { container_id: this.id },
-          'processes still running after SIGKILL; deleting anyway',
-        );
+        this.deps.log.warn({ container_id: this.id }, 'processes still running after SIGKILL; going on');
     }
-    if (this.deps.crun.exists(this.id)) await this.deps.crun.delete(this.id, true);
-    for (const p of all) p.destroy();
-    this.processes.clear();
-    this.status = 'stopped';
-    fs.rmSync(this.bundle, { recursive: true, force: true });
   }
 }
 

@@ -376,6 +376,11 @@ export function setTimeOfDay(sec: bigint, usec: bigint): void {
   check(libc().settimeofday(tv, null), `settimeofday(${sec}.${usec})`);
 }
 
+/** sync(2): every filesystem's dirty data written out. */
+export function syncFilesystems(): void {
+  libc().sync();
+}
+
 /**
  * Drains the console (stdout, stderr), syncs the filesystems and powers the machine off. Returns only when
  * reboot(2) failed, with that error.

@@ -20,7 +20,7 @@ import { Crun } from './crun.js';
 import { invalidArgument, toTtrpcError } from './errors.js';
 import { AGENT_VERSION, Guest } from './guest.js';
 import { mountAt } from './mount.js';
-import { setWindowSize } from './native.js';
+import { setWindowSize, syncFilesystems } from './native.js';
 import { readNetworkStats } from './netstats.js';
 import { Network } from './network.js';
 import type { ContainerProcess } from './process.js';
@@ -78,7 +78,8 @@ export function createAgentService(opts: AgentServiceOptions = {}): AgentService
     sysRoot: opts.sysRoot,
   });
   const sandbox = new Sandbox({ crun, storage, log, stateDir, kataRunDir });
-  const guest = new Guest({ sysRoot: opts.sysRoot, manageGuest: opts.manageGuest ?? process.pid === 1, log });
+  const manageGuest = opts.manageGuest ?? process.pid === 1;
+  const guest = new Guest({ sysRoot: opts.sysRoot, manageGuest, log });
   const network = new Network({
     ip: opts.ipCommand,
     arp: opts.arpCommand,
@@ -129,7 +130,12 @@ export function createAgentService(opts: AgentServiceOptions = {}): AgentService
 
     destroySandbox: () =>
       rpc('destroy sandbox', {}, async () => {
-        await sandbox.destroyAll();
+        // In its own VM the agent only has to leave the disks consistent (what containers wrote to a disk or
+        // volume synced to the host): the VM goes next.
+        if (manageGuest) {
+          await sandbox.stopForPowerOff();
+          syncFilesystems();
+        } else await sandbox.destroyAll();
         if (!destroyed && opts.onDestroySandbox) {
           destroyed = true;
           // after this response has been written

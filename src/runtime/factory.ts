@@ -34,9 +34,12 @@ export function templateRequest(config: KataConfig): VmConfig['template'] {
  * its clock (SetGuestDateTime). Done before CreateSandbox, so no container ever sees the template's state.
  */
 export async function renewClone(agent: AgentClient, log: Logger): Promise<void> {
-  await agent.reseedRandomDev({ data: randomBytes(RESEED_BYTES) });
   const now = Date.now();
-  await agent.setGuestDateTime({ Sec: BigInt(Math.floor(now / 1000)), Usec: BigInt((now % 1000) * 1000) });
+  // Both in flight at once (one round trip): both are done before the caller goes on to CreateSandbox.
+  await Promise.all([
+    agent.reseedRandomDev({ data: randomBytes(RESEED_BYTES) }),
+    agent.setGuestDateTime({ Sec: BigInt(Math.floor(now / 1000)), Usec: BigInt((now % 1000) * 1000) }),
+  ]);
   log.debug({ bytes: RESEED_BYTES }, 'clone reseeded and its clock set');
 }
 

@@ -131,10 +131,10 @@ export class Runtime {
 
   async delete(id: string, execId: string): Promise<{ pid: number; exit: ExitInfo }> {
     const sb = this.sandbox();
-    const res = await sb.delete(id, execId);
     // The sandbox container going (or the last container) ends the sandbox, as Kata does.
-    if (!execId && (id === sb.id || sb.containers.size === 0 || sb.status === 'stopped'))
-      await this.stopSandbox();
+    const ends = !execId && (id === sb.id || (sb.containers.size === 1 && sb.containers.has(id)));
+    const res = await sb.delete(id, execId, { sandboxEnds: ends });
+    if (ends || (!execId && (sb.containers.size === 0 || sb.status === 'stopped'))) await this.stopSandbox();
     return res;
   }
 

@@ -321,25 +321,24 @@ export class Sandbox {
 
   /**
    * Deletes a finished process. For a container's init, the container goes too: removed in the guest, its
-   * rootfs unmounted on the host. Returns what containerd reports (pid, exit status, time).
+   * rootfs unmounted on the host. With `sandboxEnds` (the sandbox stops next) the guest is not asked:
+   * DestroySandbox ends every container at once. Returns what containerd reports (pid, exit status, time).
    */
-  async delete(containerId: string, execId: string): Promise<{ pid: number; exit: ExitInfo }> {
+  async delete(
+    containerId: string,
+    execId: string,
+    { sandboxEnds = false } = {},
+  ): Promise<{ pid: number; exit: ExitInfo }> {
     const c = this.container(containerId);
     if (execId) return c.deleteExec(execId);
     const status = c.status;
-    if (status === 'running' || status === 'paused') {
-      throw new RuntimeError(
-        'FailedPrecondition',
-        `container ${containerId} is ${status}; kill it before deleting`,
-      );
-    }
-    const log = this.log.child({ container_id: containerId });
-    if (this.status === 'running') {
-      try {
-        await this.agent.removeContainer({ containerId, timeout: 0 });
-      } catch (e) {
+    const what = `container ${containerId} is ${status}; kill it before deleting`;
+    if (status === 'running' || status === 'paused') throw new RuntimeError('FailedPrecondition', what);
+    if (this.status === 'running' && !sandboxEnds) {
+      await this.agent.removeContainer({ containerId, timeout: 0 }).catch((e: unknown) => {
+        const log = this.log.child({ container_id: containerId });
         log.warn({ err: errorMessage(e) }, 'RemoveContainer failed; releasing the host side anyway');
-      }
+      });
     }
     // A created-but-never-started init has no exit; containerd still expects one.
     if (!c.init.exit) c.init.markExited(status === 'created' ? 0 : UNKNOWN_EXIT_STATUS);
@@ -351,7 +350,7 @@ export class Sandbox {
       c.rootfsMounted = false;
     }
     // A stopped sandbox has released everything and removed its state: writing it again would leave it behind.
-    if (this.status === 'running') await this.persistNow('running');
+    if (this.status === 'running' && !sandboxEnds) await this.persistNow('running');
     return { pid: c.init.pid, exit: c.init.exit! };
   }
 

@@ -441,12 +441,16 @@ describe('Task service over the fake agent', () => {
     expect(env.hypervisors.length).toBe(1);
     await task.delete({ id: 'c2' });
     expect(env.hypervisors[0]!.stopped).toBe(false);
+    expect(env.agent.count('removeContainer')).toBe(1); // a container leaving a running sandbox goes in the guest
     await task.shutdown({ id: 'c2' });
     expect(shutdowns).toBe(0);
     await task.kill({ id: 'sb1', signal: 9 });
     await task.wait({ id: 'sb1' });
     await task.delete({ id: 'sb1' });
     expect(env.hypervisors[0]!.stopped).toBe(true);
+    // The sandbox container's delete ends the sandbox: DestroySandbox alone tells the guest.
+    expect(env.agent.count('removeContainer')).toBe(1);
+    expect(env.agent.count('destroySandbox')).toBe(1);
   });
 });
 
