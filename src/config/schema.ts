@@ -22,8 +22,8 @@ export const VIRTIO_FS_CACHE_MODES = ['never', 'metadata', 'auto', 'always'] as 
 export const BLOCK_DEVICE_DRIVERS = ['virtio-scsi', 'virtio-blk-pci'] as const;
 export const BLOCK_DEVICE_AIO_MODES = ['io_uring', 'threads', 'native'] as const;
 export const ROOTFS_TYPES = ['ext4', 'xfs', 'erofs'] as const;
-// Kata also knows macvtap and l3forwarding; kata-ts's network layer does tc-filter and none only.
-export const INTERNETWORKING_MODELS = ['tcfilter', 'none'] as const;
+// Kata also knows l3forwarding; kata-ts's network layer does tcfilter, macvtap (as Kata Go) and none.
+export const INTERNETWORKING_MODELS = ['tcfilter', 'macvtap', 'none'] as const;
 export const VFIO_MODES = ['guest-kernel', 'vfio'] as const;
 
 export interface KeySpec {

@@ -44,10 +44,10 @@ export function specNetnsPath(spec: OciSpec): string | undefined {
 }
 
 export function internetworkingModel(value: string): InternetworkingModel {
-  if (value === 'tcfilter' || value === 'none') return value;
+  if (value === 'tcfilter' || value === 'macvtap' || value === 'none') return value;
   throw new RuntimeError(
     'InvalidArgument',
-    `runtime.internetworking_model ${JSON.stringify(value)} is not supported (use "tcfilter" or "none")`,
+    `runtime.internetworking_model ${JSON.stringify(value)} is not supported (use "tcfilter", "macvtap" or "none")`,
   );
 }
 

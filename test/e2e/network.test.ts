@@ -1,5 +1,5 @@
 // Pod networking through containerd (issue 8): `ctr run --with-ns network:<netns>` gives the container's VM the
-// netns's veth as a virtio-net NIC (tap + tc redirect), with the same MAC, MTU, addresses, routes and static
+// netns's veth as a virtio-net NIC (tap + tc redirect, or a macvtap link under the macvtap model), with the same MAC, MTU, addresses, routes and static
 // neighbours, and traffic flows both ways between the container and a peer netns. Everything here happens in
 // netns this file makes (10.231.x.0/24, fd00:231::/64); no route leads anywhere else. After each test the taps
 // and qdiscs the runtime made are gone from the pod netns, and the netns are deleted.
@@ -64,37 +64,61 @@ function podQdiscs(net: PodNet): string[] {
   ).map((q) => `${q.dev}:${q.kind}`);
 }
 
+/** A detached busybox httpd container (answering hello-from-kata on :8080) in the pod netns. */
+async function runHttpd(net: PodNet, cid: string, extra: string[] = []): Promise<void> {
+  const script = 'mkdir -p /w && echo hello-from-kata > /w/index.html && exec httpd -f -p 8080 -h /w';
+  const run = await suite.k.run(
+    ['-d', ...extra, '--with-ns', `network:${net.pod.path}`, suite.k.image, cid, 'sh', '-c', script],
+    { timeoutMs: 180_000 },
+  );
+  expect(run.code, suite.explain('run', run)).toBe(0);
+}
+
+/** `ctr task exec` of `sh -c script` in container `cid`; expects exit 0; returns stdout. */
+async function execIn(cid: string, execId: string, script: string): Promise<string> {
+  const r = await suite.k.ctrd.ctr(['task', 'exec', '--exec-id', execId, cid, 'sh', '-c', script], {
+    timeoutMs: 60_000,
+  });
+  expect(r.code, suite.explain(`exec ${script}`, r)).toBe(0);
+  return r.stdout;
+}
+
+/** busybox wget from the peer netns to the container's httpd, retried while httpd comes up. */
+function fetchFromPeer(net: PodNet): Promise<string> {
+  return pollUntil(
+    async () => {
+      try {
+        return sh('ip', [
+          'netns',
+          'exec',
+          net.peer.name,
+          '/bin/busybox',
+          'wget',
+          '-q',
+          '-O',
+          '-',
+          `http://${net.podIp}:8080/`,
+        ]);
+      } catch {
+        return undefined;
+      }
+    },
+    { timeoutMs: 60_000, intervalMs: 500, what: `httpd in the container at ${net.podIp}:8080` },
+  );
+}
+
 describe('a container in the pod network namespace', () => {
   it('sees the netns interface (MAC, MTU, addresses, routes, neighbours) and talks both ways to its peer', async () => {
     const net = podNetwork();
     await peerServer(net, 'hello-from-peer');
     const cid = suite.id('net');
-    const run = await suite.k.run(
-      [
-        '-d',
-        '--with-ns',
-        `network:${net.pod.path}`,
-        suite.k.image,
-        cid,
-        'sh',
-        '-c',
-        'mkdir -p /w && echo hello-from-kata > /w/index.html && exec httpd -f -p 8080 -h /w',
-      ],
-      { timeoutMs: 180_000 },
-    );
-    expect(run.code, suite.explain('run', run)).toBe(0);
+    await runHttpd(net, cid);
 
     // Host side: our tap beside eth0, ingress qdiscs on both.
     expect(podLinks(net)).toContain('tap0_kata');
     expect(podQdiscs(net)).toEqual(expect.arrayContaining(['eth0:ingress', 'tap0_kata:ingress']));
 
-    const exec = async (execId: string, script: string) => {
-      const r = await suite.k.ctrd.ctr(['task', 'exec', '--exec-id', execId, cid, 'sh', '-c', script], {
-        timeoutMs: 60_000,
-      });
-      expect(r.code, suite.explain(`exec ${script}`, r)).toBe(0);
-      return r.stdout;
-    };
+    const exec = (execId: string, script: string) => execIn(cid, execId, script);
     const link = await exec(
       'link',
       'cat /sys/class/net/eth0/address /sys/class/net/eth0/mtu; ip -o link show',
@@ -111,26 +135,7 @@ describe('a container in the pod network namespace', () => {
     // Container → peer.
     expect(await exec('get', `wget -q -O - http://${net.peerIp}:8080/`)).toBe('hello-from-peer');
     // Peer → container (busybox httpd in the guest); retried while httpd comes up.
-    const fromPeer = await pollUntil(
-      async () => {
-        try {
-          return sh('ip', [
-            'netns',
-            'exec',
-            net.peer.name,
-            '/bin/busybox',
-            'wget',
-            '-q',
-            '-O',
-            '-',
-            `http://${net.podIp}:8080/`,
-          ]);
-        } catch {
-          return undefined;
-        }
-      },
-      { timeoutMs: 60_000, intervalMs: 500, what: `httpd in the container at ${net.podIp}:8080` },
-    );
+    const fromPeer = await fetchFromPeer(net);
     expect(fromPeer).toBe('hello-from-kata\n');
 
     await suite.k.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', cid]);
@@ -152,6 +157,54 @@ describe('a container in the pod network namespace', () => {
       mtu: number;
     }[];
     expect(eth0[0]).toMatchObject({ address: net.mac, mtu: 1400 });
+  });
+
+  it("under internetworking_model = macvtap: a macvtap link takes eth0's MAC, traffic flows both ways, eth0 is given back", async () => {
+    const net = podNetwork();
+    await peerServer(net, 'hello-from-peer');
+    const conf = suite.k.writeConfig('macvtap.toml', { runtime: { internetworking_model: 'macvtap' } });
+    const cid = suite.id('mvtap');
+    await runHttpd(net, cid, ['--runtime-config-path', conf]);
+    const links = JSON.parse(sh('ip', ['-n', net.pod.name, '-d', '-j', 'link', 'show'])) as {
+      ifname: string;
+      address: string;
+      linkinfo?: { info_kind?: string };
+    }[];
+    const mv = links.find((l) => l.ifname === 'tap0_kata');
+    expect(mv?.linkinfo?.info_kind).toBe('macvtap');
+    expect(mv?.address).toBe(net.mac);
+    expect(links.find((l) => l.ifname === 'eth0')?.address).not.toBe(net.mac);
+    expect(sh('ip', ['-n', net.pod.name, '-4', 'addr', 'show', 'dev', 'eth0'])).not.toContain(net.podIp);
+    expect(podQdiscs(net).filter((q) => q.endsWith(':ingress'))).toEqual([]);
+
+    const exec = (execId: string, script: string) => execIn(cid, execId, script);
+    const inGuest = await exec(
+      'link',
+      'cat /sys/class/net/eth0/address /sys/class/net/eth0/mtu; ip -o addr show dev eth0',
+    );
+    expect(inGuest).toContain(`${net.mac}\n1400\n`);
+    expect(inGuest).toContain(`inet ${net.podIp}/24`);
+    expect(await exec('get', `wget -q -O - http://${net.peerIp}:8080/`)).toBe('hello-from-peer');
+    const fromPeer = await fetchFromPeer(net);
+    expect(fromPeer).toBe('hello-from-kata\n');
+
+    await suite.k.ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', cid]);
+    await suite.waitTaskStatus(cid, 'STOPPED', 60_000);
+    expect((await suite.k.ctrd.ctr(['task', 'delete', cid])).code).toBe(0);
+    expect((await suite.k.ctrd.ctr(['container', 'delete', cid])).code).toBe(0);
+    // eth0 as the caller made it: MAC, MTU, addresses, default route; no macvtap left.
+    expect(podLinks(net)).not.toContain('tap0_kata');
+    const eth0 = JSON.parse(sh('ip', ['-n', net.pod.name, '-j', 'link', 'show', 'eth0'])) as {
+      address: string;
+      mtu: number;
+    }[];
+    expect(eth0[0]).toMatchObject({ address: net.mac, mtu: 1400 });
+    const addrs = sh('ip', ['-n', net.pod.name, 'addr', 'show', 'dev', 'eth0']);
+    expect(addrs).toContain(`inet ${net.podIp}/24`);
+    expect(addrs).toContain(`inet6 ${net.podIp6}/64`);
+    expect(sh('ip', ['-n', net.pod.name, 'route', 'show', 'default'])).toContain(
+      `via ${net.peerIp} dev eth0`,
+    );
   });
 
   it('without a netns in the spec the VM has loopback only, and no NIC driver loaded', async () => {

@@ -2,6 +2,17 @@
 // together with the servers started in them.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import { logger } from '../../src/common/log.js';
+import {
+  type Endpoint,
+  type InternetworkingModel,
+  type NetworkRecord,
+  createEndpoints,
+  emptyRecord,
+  netnsCommands,
+  scanNetns,
+} from '../../src/resource/network/index.js';
 
 export function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', timeout: 10_000 });
@@ -62,3 +73,54 @@ export class TestNetns {
 }
 
 export const isRoot = process.getuid?.() === 0;
+
+/**
+ * The first frame read from a tap/macvtap fd (what QEMU would read) after `trigger` runs (a ping from a peer
+ * netns; its failure is ignored: nothing answers inside the "VM", only the frame matters). Rejects after 5 s.
+ */
+export function readFrameAfter(fd: number, trigger: () => void): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('no frame on the tap within 5 s')), 5000);
+    const buf = Buffer.alloc(65536);
+    fs.read(fd, buf, 0, buf.length, null, (e, n) => {
+      clearTimeout(t);
+      if (e) reject(e);
+      else resolve(buf.subarray(0, n));
+    });
+    try {
+      trigger();
+    } catch {
+      // see above
+    }
+  });
+}
+
+/**
+ * The first endpoint of the netns at `netnsPath` under `model`, prepared, with the record it persisted last
+ * (what `shim delete` would read after a crash).
+ */
+export async function preparedEndpoint(
+  netnsPath: string,
+  model: InternetworkingModel,
+): Promise<{ ep: Endpoint; saved: () => NetworkRecord }> {
+  const cmds = netnsCommands(netnsPath);
+  const scan = await scanNetns(cmds);
+  let saved: NetworkRecord | undefined;
+  const [ep] = createEndpoints(scan.interfaces, model, {
+    cmds,
+    log: logger(`test-${model}`),
+    record: emptyRecord(netnsPath),
+    persist: async (r) => {
+      saved = structuredClone(r);
+    },
+  });
+  if (!ep) throw new Error(`no endpoint in ${netnsPath} under ${model}`);
+  await ep.prepare();
+  return {
+    ep,
+    saved: () => {
+      if (!saved) throw new Error('the endpoint persisted no record');
+      return saved;
+    },
+  };
+}

@@ -13,7 +13,7 @@ import {
   netnsCommands,
   scanNetns,
 } from '../../src/resource/network/index.js';
-import { TestNetns, isRoot } from './network-helpers.js';
+import { TestNetns, isRoot, preparedEndpoint, readFrameAfter } from './network-helpers.js';
 
 const nets = new TestNetns();
 afterAll(() => nets.destroyAll());
@@ -95,20 +95,9 @@ describe.skipIf(!isRoot)('network tcfilter in a test netns', () => {
 
     // The frame path: a ping from the peer reaches the tap's fd (what QEMU would read), via the redirect.
     const fd = (ep as unknown as { fds: number[] }).fds[0]!;
-    const got = await new Promise<Buffer>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('no frame on the tap within 5 s')), 5000);
-      const buf = Buffer.alloc(65536);
-      fs.read(fd, buf, 0, buf.length, null, (e, n) => {
-        clearTimeout(t);
-        if (e) reject(e);
-        else resolve(buf.subarray(0, n));
-      });
-      try {
-        nets.exec(peer.name, ['ping', '-c', '1', '-W', '1', '10.77.0.2']);
-      } catch {
-        // nothing answers inside the "VM": only the frame matters
-      }
-    });
+    const got = await readFrameAfter(fd, () =>
+      nets.exec(peer.name, ['/bin/busybox', 'ping', '-c', '1', '-W', '1', '10.77.0.2']),
+    );
     // 10-byte virtio-net header (IFF_VNET_HDR), then an ethernet frame carrying ARP (0x0806) or IPv4 (0x0800)
     const ethertype = got.readUInt16BE(10 + 12);
     expect([0x0806, 0x0800, 0x86dd]).toContain(ethertype);
@@ -122,27 +111,16 @@ describe.skipIf(!isRoot)('network tcfilter in a test netns', () => {
 
   it('cleanupNetworkLeftovers removes what a crashed shim left', async () => {
     const { pod } = podWithPeer();
-    const cmds = netnsCommands(pod.path);
-    const scan = await scanNetns(cmds);
-    let saved: NetworkRecord | undefined;
-    const [ep] = createEndpoints(scan.interfaces, 'tcfilter', {
-      cmds,
-      log,
-      record: emptyRecord(pod.path),
-      persist: async (r) => {
-        saved = structuredClone(r);
-      },
-    });
-    await ep!.prepare();
+    const { ep, saved } = await preparedEndpoint(pod.path, 'tcfilter');
     // crash: the fds die with the shim; a tap that outlives it (QEMU still holding it, or persistent) and the
     // veth's ingress qdisc + filter are what is left. A persistent tap of the same name stands in for QEMU's.
     for (const f of (ep as unknown as { fds: number[] }).fds.splice(0)) closeFd(f);
     nets.exec(pod.name, ['ip', 'tuntap', 'add', 'dev', 'tap0_kata', 'mode', 'tap', 'vnet_hdr']);
     expect(nets.exec(pod.name, ['tc', 'filter', 'show', 'dev', 'eth0', 'ingress'])).toContain('mirred');
-    await cleanupNetworkLeftovers(saved!);
+    await cleanupNetworkLeftovers(saved());
     expect(() => nets.exec(pod.name, ['ip', 'link', 'show', 'tap0_kata'])).toThrow();
     expect(nets.exec(pod.name, ['tc', 'qdisc', 'show', 'dev', 'eth0'])).not.toContain('ingress');
-    await cleanupNetworkLeftovers(saved!); // idempotent
+    await cleanupNetworkLeftovers(saved()); // idempotent
   });
 
   it('bad input: missing netns, refused MTU — an error naming the interface and step, nothing left', async () => {

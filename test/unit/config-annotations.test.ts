@@ -370,6 +370,7 @@ describe('runtime annotations (always allowed)', () => {
     rejected(cfg, { [`${RT}enable_pprof`]: 'maybe' });
     expect(rejected(cfg, { [`${RT}internetworking_model`]: 'bridged' }).allowed).toEqual([
       'tcfilter',
+      'macvtap',
       'none',
     ]);
     rejected(cfg, { [`${RT}create_container_timeout`]: '0' });

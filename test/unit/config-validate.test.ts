@@ -116,7 +116,7 @@ describe('enums list what is allowed', () => {
   });
 
   it.each([
-    ['internetworking_model', 'macvtap', ['tcfilter', 'none']],
+    ['internetworking_model', 'l3forwarding', ['tcfilter', 'macvtap', 'none']],
     ['vfio_mode', 'passthrough', ['guest-kernel', 'vfio']],
   ])('[runtime] %s = %s', (key, bad, allowed) => {
     const err = error(`[runtime]\n${key} = "${bad}"\n`);

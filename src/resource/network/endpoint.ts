@@ -6,6 +6,7 @@ import type { NicSink, NicSpec } from '../../hypervisor/hypervisor.js';
 import { type OpenTapOptions, closeFd, openTapInNetns } from '../../native/netns.js';
 import type { NetnsCommands } from './iproute.js';
 import { wrap } from './iproute.js';
+import { setUpMacvtap } from './macvtap.js';
 import { type NetworkRecord, type TapRecord, removeTapArtifacts } from './record.js';
 import { KATA_TAP_SUFFIX } from './scan.js';
 import { hasIngressQdisc, ingressQdiscArgs, redirectFilterArgs } from './tcfilter.js';
@@ -13,7 +14,7 @@ import type { NetAddress, NetNeighbour, NetRoute, ScannedInterface } from './typ
 import { NetworkError } from './types.js';
 import { openVhostNet } from './vhost.js';
 
-export type InternetworkingModel = 'tcfilter' | 'none';
+export type InternetworkingModel = 'tcfilter' | 'macvtap' | 'none';
 
 /** What the guest agent must configure for this NIC (runtime/network.ts turns it into agent messages). */
 export interface GuestInterface {
@@ -33,6 +34,8 @@ export interface Endpoint {
   detach(sink: NicSink): Promise<void>;
   guestInterface(): GuestInterface;
   teardown(): Promise<void>;
+  /** Whether a rescanned interface is this endpoint's (the macvtap model changes its MAC). */
+  covers(s: ScannedInterface): boolean;
 }
 
 export interface EndpointOptions {
@@ -52,20 +55,32 @@ export function tapName(i: number): string {
   return `tap${i}${KATA_TAP_SUFFIX}`;
 }
 
-/** Endpoint over a veth/macvlan/ipvlan, joined to a tap by tc redirects (tcfilter) or to a CNI's own tap. */
+/**
+ * How an endpoint reaches the VM: `tcfilter` a tap of ours joined by tc redirects, `macvtap` a macvtap link of
+ * ours on the interface (macvtap.ts), `direct` the CNI's own tap (no tc, never deleted).
+ */
+type Join = 'tcfilter' | 'macvtap' | 'direct';
+
+/** Endpoint over a veth/macvlan/ipvlan or a CNI's tap. */
 class TapEndpoint implements Endpoint {
   private fds: number[] = [];
   private entry: TapRecord | undefined;
   private prepared = false;
+  private readonly direct: boolean;
 
   constructor(
     readonly id: string,
     readonly source: ScannedInterface,
     private readonly tap: string,
-    /** true: the tap is the CNI's interface itself (no tc, never deleted) */
-    private readonly direct: boolean,
+    private readonly join: Join,
     private readonly o: EndpointOptions,
-  ) {}
+  ) {
+    this.direct = join === 'direct';
+  }
+
+  covers(s: ScannedInterface): boolean {
+    return s.name === this.source.name && (this.join === 'macvtap' || s.mac === this.source.mac);
+  }
 
   async prepare(): Promise<void> {
     if (this.prepared) return;
@@ -73,6 +88,18 @@ class TapEndpoint implements Endpoint {
     const veth = this.source.name;
     const queues = this.o.queues ?? 1;
     try {
+      if (this.join === 'macvtap') {
+        const entry: TapRecord = { peer: veth, tap: this.tap, peerIngressOurs: false };
+        this.entry = entry;
+        this.o.record.taps.push(entry);
+        this.fds = await setUpMacvtap(cmds, this.source, this.tap, queues, async (mv) => {
+          entry.macvtap = mv;
+          await this.o.persist(this.o.record);
+        });
+        this.prepared = true;
+        this.o.log.info({ endpoint: this.id, iface: veth, macvtap: this.tap }, 'endpoint prepared');
+        return;
+      }
       if (!this.direct) {
         const peerIngressOurs = !(await hasIngressQdisc(cmds, veth).catch((e) => {
           throw wrap('check qdisc', veth, e);
@@ -168,7 +195,8 @@ class TapEndpoint implements Endpoint {
 }
 
 /**
- * Endpoints for a scan under a model. tcfilter: every interface gets a tap; none: only taps a CNI made are
+ * Endpoints for a scan under a model. tcfilter: every interface gets a tap; macvtap: a macvtap link (an ipvlan
+ * gets a tap, as under tcfilter); none: only taps a CNI made are
  * used (directly); the others are left out and logged. On a rescan (late interfaces, at Start) pass only the
  * new interfaces (`newInterfaces`) and `firstIndex` = the number of endpoints so far, so ids and tap names
  * stay unique.
@@ -183,21 +211,24 @@ export function createEndpoints(
   for (const s of interfaces) {
     const i = firstIndex + out.length;
     const id = `net${i}`;
-    if (s.kind === 'tuntap') out.push(new TapEndpoint(id, s, s.name, true, o));
-    else if (model === 'tcfilter') out.push(new TapEndpoint(id, s, tapName(i), false, o));
+    if (s.kind === 'tuntap') out.push(new TapEndpoint(id, s, s.name, 'direct', o));
+    else if (model === 'tcfilter' || (model === 'macvtap' && s.kind === 'ipvlan')) {
+      // An ipvlan shares its MAC with its parent: a macvtap on it could not take a MAC of its own.
+      if (model === 'macvtap') o.log.info({ iface: s.name }, 'macvtap model: an ipvlan joins by tcfilter');
+      out.push(new TapEndpoint(id, s, tapName(i), 'tcfilter', o));
+    } else if (model === 'macvtap') out.push(new TapEndpoint(id, s, tapName(i), 'macvtap', o));
     else
       o.log.info({ iface: s.name, kind: s.kind }, 'internetworking_model none: interface left out of the VM');
   }
   return out;
 }
 
-/** Interfaces of a rescan that no endpoint covers yet (matched by name and MAC). */
+/** Interfaces of a rescan that no endpoint covers yet (matched by name and MAC; by name under macvtap). */
 export function newInterfaces(
   scanned: readonly ScannedInterface[],
   existing: readonly Endpoint[],
 ): ScannedInterface[] {
-  const known = new Set(existing.map((e) => `${e.source.name}|${e.source.mac}`));
-  return scanned.filter((s) => !known.has(`${s.name}|${s.mac}`));
+  return scanned.filter((s) => !existing.some((e) => e.covers(s)));
 }
 
 export type { NicSink, NicSpec };

@@ -2,6 +2,7 @@
 // can remove it from the record alone (cleanupNetworkLeftovers).
 import fs from 'node:fs/promises';
 import { type NetnsCommands, netnsCommands } from './iproute.js';
+import { type MacvtapRecord, removeMacvtap } from './macvtap.js';
 import { deleteFilterArgs, deleteIngressArgs, removeQuietly } from './tcfilter.js';
 
 export interface TapRecord {
@@ -10,6 +11,8 @@ export interface TapRecord {
   tap: string;
   /** true when kata-ts adds (or was about to add) the ingress qdisc on `peer`; false when it was there */
   peerIngressOurs: boolean;
+  /** set under the macvtap model: `tap` is a macvtap link on `peer`, no tc filters */
+  macvtap?: MacvtapRecord;
 }
 
 export interface NetworkRecord {
@@ -29,6 +32,10 @@ export async function removeTapArtifacts(cmds: NetnsCommands, t: TapRecord): Pro
     const e = await removeQuietly(run);
     if (e) errors.push(new Error(`network teardown (${what}): ${e.message}`, { cause: e }));
   };
+  if (t.macvtap) {
+    await removeMacvtap(cmds, { link: t.tap, lower: t.peer, ...t.macvtap }, step);
+    return errors;
+  }
   await step(`filter on ${t.peer}`, () => cmds.tc(deleteFilterArgs(t.peer)));
   if (t.peerIngressOurs) await step(`ingress qdisc on ${t.peer}`, () => cmds.tc(deleteIngressArgs(t.peer)));
   // The tap's own qdisc and filter go with the device.
