@@ -2,8 +2,9 @@
 // pod netns with eth0 (veth) whose peer end is in a peer netns (10.237.x.0/24, nothing routes elsewhere); a
 // detached busybox container in the pod netns (`ctr run --with-ns network:…`). Measured from the peer netns
 // (a Node helper under `ip netns exec`): TCP container→peer (busybox `dd | nc`, bytes counted at the peer), TCP
-// peer→container (the peer sends into `nc -l | wc -c`), and HTTP round trips peer→container (busybox httpd).
-// Usage: node bench/run.mjs network [--mib N] [--requests N]  (prints a table, writes bench/results/network-*.json)
+// peer→container (the peer sends into `nc -l -e wc -c`), and HTTP round trips peer→container (busybox httpd).
+// kata runs twice: internetworking_model tcfilter (the default) and macvtap.
+// Usage: node bench/run.mjs network [--mib N] [--requests N] [--runtimes runc,kata,kata-mvt]  (prints a table, writes bench/results/network-*.json)
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,12 +13,17 @@ import { setupKata } from '../test/e2e/shim-fixtures.js';
 import { KATA_RUNTIME, REPO } from '../test/helpers/containerd.js';
 
 const { values } = parseArgs({
-  options: { mib: { type: 'string', default: '32' }, requests: { type: 'string', default: '50' } },
+  options: {
+    mib: { type: 'string', default: '32' },
+    requests: { type: 'string', default: '50' },
+    runtimes: { type: 'string', default: 'runc,kata,kata-mvt' },
+  },
 });
 const MIB = Number(values.mib);
 const REQUESTS = Number(values.requests);
 const BYTES = MIB << 20;
-type Runtime = 'runc' | 'kata';
+// kata-mvt: kata-ts with internetworking_model = macvtap (kata: the default, tcfilter).
+type Runtime = 'runc' | 'kata' | 'kata-mvt';
 
 /** The peer's side: `recv PORT BYTES` prints seconds from first to last byte; `send HOST PORT BYTES` prints
  * seconds to send; `http HOST PORT N` prints every round trip in ms. Retries connecting for 60 s. */
@@ -93,10 +99,19 @@ const rows: {
   rttAvgMs: number;
 }[] = [];
 try {
-  for (const [i, runtime] of (['runc', 'kata'] as const).entries()) {
+  const macvtapConf = k.writeConfig('macvtap.toml', { runtime: { internetworking_model: 'macvtap' } });
+  for (const [i, runtime] of (values.runtimes.split(',') as Runtime[]).entries()) {
+    if (!['runc', 'kata', 'kata-mvt'].includes(runtime)) throw new Error(`--runtimes: unknown ${runtime}`);
     const net = netnsPair(runtime, 10 + i);
     const cid = `bench-net-${runtime}-${process.pid}`;
-    const rt = runtime === 'kata' ? ['--runtime', KATA_RUNTIME] : [];
+    const rt =
+      runtime === 'runc'
+        ? []
+        : [
+            '--runtime',
+            KATA_RUNTIME,
+            ...(runtime === 'kata-mvt' ? ['--runtime-config-path', macvtapConf] : []),
+          ];
     const r = await k.ctrd.ctr(
       [
         'run',
@@ -133,15 +148,20 @@ try {
       const toPeer = (await recv.result) as { s: number };
       if (tx.code !== 0 && tx.code !== 1) throw new Error(`tx exec: ${tx.stderr}`);
       // peer → container
-      const rx = k.ctrd.ctr(['task', 'exec', '--exec-id', 'rx', cid, 'sh', '-c', 'nc -l -p 5002 | wc -c'], {
-        timeoutMs: 600_000,
-      });
+      const rx = k.ctrd.ctr(
+        ['task', 'exec', '--exec-id', 'rx', cid, 'sh', '-c', "nc -l -p 5002 -e sh -c 'wc -c >&2'"],
+        {
+          timeoutMs: 600_000,
+        },
+      );
       const send = (await peer(net.peerNs, ['send', net.podIp, '5002', String(BYTES)]).result) as {
         s: number;
       };
       const got = await rx;
-      if (Number(got.stdout.trim()) !== BYTES)
-        throw new Error(`rx: ${got.stdout} bytes of ${BYTES}: ${got.stderr}`);
+      // The count comes on stderr: under -e, wc's stdout is the socket. (`nc -l | wc -c` lost data: nc, its
+      // stdin at EOF, could end the connection early.)
+      if (Number(got.stderr.trim()) !== BYTES)
+        throw new Error(`${runtime} rx: ${got.stderr.trim()} bytes of ${BYTES}: ${got.stdout}`);
       // HTTP round trips peer → container
       const { ms } = (await peer(net.peerNs, ['http', net.podIp, '8080', String(REQUESTS)]).result) as {
         ms: number[];
@@ -175,11 +195,12 @@ for (const r of rows)
   console.log(
     `${r.runtime.padEnd(8)} ${f(r.toPeerMiBs).padStart(20)} ${f(r.fromPeerMiBs).padStart(21)} ${f(r.rttP50Ms).padStart(16)} ${f(r.rttAvgMs).padStart(7)}`,
   );
-const [runc, kata] = rows;
-if (runc && kata)
-  console.log(
-    `kata/runc: container→peer ${f((kata.toPeerMiBs / runc.toPeerMiBs) * 100)}%, peer→container ${f((kata.fromPeerMiBs / runc.fromPeerMiBs) * 100)}%, RTT p50 ${f(kata.rttP50Ms / runc.rttP50Ms)}×`,
-  );
+const runc = rows.find((r) => r.runtime === 'runc');
+for (const kata of rows.filter((r) => r.runtime !== 'runc'))
+  if (runc)
+    console.log(
+      `${kata.runtime}/runc: container→peer ${f((kata.toPeerMiBs / runc.toPeerMiBs) * 100)}%, peer→container ${f((kata.fromPeerMiBs / runc.fromPeerMiBs) * 100)}%, RTT p50 ${f(kata.rttP50Ms / runc.rttP50Ms)}×`,
+    );
 const out = path.join(
   REPO,
   'bench/results',
