@@ -1,7 +1,9 @@
 // Accelerator choice. /dev/kvm existing is not enough: on some hosts (nested, broken KVM) a guest kernel hangs
 // under KVM. So `auto` boots the configured kernel briefly under KVM with no root fs and waits for it to reach
 // its "cannot mount root" panic; if it does not within a few seconds we use TCG. The verdict is cached per host
-// boot, kernel and QEMU binary in /run/kata-ts/accel.json, so only the first sandbox after a boot pays.
+// boot, kernel and QEMU binary in /run/kata-ts/accel.json (`kata-ctl check` fills it too). A sandbox waits for
+// an uncached probe only `waitMs`: past that it boots under TCG while the probe goes on and caches its verdict
+// for the next sandboxes, so a host where KVM hangs does not cost the first sandbox after a boot the whole probe.
 import { spawn } from 'node:child_process';
 import { constants } from 'node:fs';
 import { access, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
@@ -23,10 +25,16 @@ export interface ProbeOptions {
   timeoutMs?: number;
   kvmDevice?: string;
   log?: Logger;
+  /** resolveAccelerator: how long to wait for an uncached probe before using TCG (default: until it decides). */
+  waitMs?: number;
+  /** The probe resolveAccelerator runs (tests). */
+  probe?: (config: KataConfig, opts: ProbeOptions) => Promise<AccelProbeResult>;
 }
 
 export const DEFAULT_ACCEL_CACHE = '/run/kata-ts/accel.json';
 const DEFAULT_PROBE_TIMEOUT_MS = 8000;
+/** How long a sandbox waits for an uncached probe: a kernel under working KVM reaches its panic well within. */
+export const ACCEL_WAIT_MS = 1500;
 /** Lines a kernel prints once it got all the way through boot to "no root fs". */
 const REACHED_END = /Kernel panic|VFS: Unable to mount root/;
 
@@ -92,7 +100,14 @@ async function bootUnderKvm(
     'console=ttyS0 panic=-1 rdinit=/nonexistent',
   ];
   return new Promise((resolve) => {
-    const child = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Under coreutils' timeout: should the shim exit while a probe runs (a short sandbox), a QEMU hung in KVM
+    // still goes a little after our own deadline instead of staying forever.
+    const hardLimitS = String(Math.ceil(timeoutMs / 1000) + 2);
+    // Its own process group, so that one kill ends both timeout and QEMU.
+    const child = spawn('timeout', ['-s', 'KILL', hardLimitS, qemu, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
     const console = new TailBuffer(16 * 1024);
     const stderr = new TailBuffer(2048);
     let done = false;
@@ -103,7 +118,11 @@ async function bootUnderKvm(
       // Resolve only once QEMU is reaped: a probe must not leave even a zombie behind.
       if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
         child.once('exit', () => resolve({ ok, detail }));
-        child.kill('SIGKILL');
+        try {
+          process.kill(-child.pid, 'SIGKILL');
+        } catch {
+          child.kill('SIGKILL'); // the group is gone already: the leader alone, if still there
+        }
       } else {
         resolve({ ok, detail });
       }
@@ -179,5 +198,24 @@ export async function resolveAccelerator(
 ): Promise<AccelProbeResult> {
   const a = config.hypervisor.accel;
   if (a === 'kvm' || a === 'tcg') return { accel: a, reason: `configured accel = "${a}"`, cached: false };
-  return probeAccelerator(config, opts);
+  const probe = (opts.probe ?? probeAccelerator)(config, opts);
+  if (opts.waitMs === undefined) return probe;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const waited = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), opts.waitMs);
+  });
+  const first = await Promise.race([probe, waited]);
+  clearTimeout(timer);
+  if (first) return first;
+  const log = opts.log ?? logger('hypervisor');
+  void probe.then(
+    (r) =>
+      log.info({ accel: r.accel, reason: r.reason }, 'the KVM probe decided (cached for the next sandboxes)'),
+    (e: unknown) => log.warn({ err: (e as Error).message }, 'the KVM probe failed'),
+  );
+  return {
+    accel: 'tcg',
+    reason: `the KVM probe had not decided within ${opts.waitMs} ms: this sandbox uses TCG, the probe goes on and caches its verdict for the next ones`,
+    cached: false,
+  };
 }

@@ -29,7 +29,7 @@ describe('reaper', () => {
   });
 
   it('reports 128+signal for a killed orphan', async () => {
-    const pid = await orphan('sleep 30');
+    const pid = await orphan('exec sleep 30'); // exec: the pid killed is sleep's, so nothing outlives the test
     const waiting = waitForExit(pid);
     process.kill(pid, 'SIGKILL');
     expect(await waiting).toEqual({ exitCode: 137, signal: 9 });

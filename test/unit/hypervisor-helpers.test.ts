@@ -1,8 +1,9 @@
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
+import { pollUntil } from '../../src/common/poll.js';
 import { probeAccelerator, resolveAccelerator } from '../../src/hypervisor/accel.js';
 import { readGuestManifest } from '../../src/hypervisor/guest-manifest.js';
 import { SupervisedChild, TailBuffer } from '../../src/hypervisor/supervisor.js';
@@ -182,7 +183,8 @@ describe('accelerator probe (with a fake QEMU)', () => {
   });
 
   it('tcg when the KVM guest hangs', async () => {
-    const qemu = fakeQemu('qemu-hang', 'exec sleep 30');
+    const pidFile = path.join(tmp, 'qemu-hang.pid');
+    const qemu = fakeQemu('qemu-hang', `echo $$ > ${pidFile}; exec sleep 30`);
     const cfg = testKataConfig({ path: qemu, kernel, accel: 'auto' });
     const r = await probeAccelerator(cfg, {
       cacheFile: path.join(tmp, 'a2.json'),
@@ -192,6 +194,22 @@ describe('accelerator probe (with a fake QEMU)', () => {
     });
     expect(r).toMatchObject({ accel: 'tcg', cached: false });
     expect(r.reason).toMatch(/printed nothing within 300 ms/);
+    // The hung "QEMU" (under coreutils timeout) is gone with it: a probe leaves no process behind.
+    // (SIGKILLed with its group; reaped by init a moment later, hence the poll)
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    const alive = () => {
+      try {
+        process.kill(pid, 0);
+        return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      } catch {
+        return false;
+      }
+    };
+    await pollUntil(async () => !alive() || undefined, {
+      timeoutMs: 2000,
+      intervalMs: 20,
+      what: 'the hung QEMU to go',
+    });
   });
 
   it('tcg when QEMU refuses KVM, with its message', async () => {
@@ -200,6 +218,27 @@ describe('accelerator probe (with a fake QEMU)', () => {
     const r = await probeAccelerator(cfg, { cacheFile: path.join(tmp, 'a3.json'), kvmDevice, log: silent });
     expect(r.accel).toBe('tcg');
     expect(r.reason).toContain('Could not access KVM');
+  });
+
+  it('a sandbox waits only waitMs for an uncached probe: TCG now, the verdict cached for the next one', async () => {
+    const qemu = fakeQemu(
+      'qemu-slow-ok',
+      'sleep 0.6; echo "Linux version 6.1"; echo "Kernel panic - not syncing: VFS"; exec sleep 5',
+    );
+    const cacheFile = path.join(tmp, 'accel-slow.json');
+    const cfg = testKataConfig({ path: qemu, kernel, accel: 'auto' });
+    const opts = { cacheFile, kvmDevice, log: silent, waitMs: 100 };
+    const t0 = Date.now();
+    const first = await resolveAccelerator(cfg, opts);
+    expect(Date.now() - t0).toBeLessThan(400);
+    expect(first).toMatchObject({ accel: 'tcg', cached: false });
+    expect(first.reason).toMatch(/had not decided within 100 ms/);
+    await pollUntil(async () => existsSync(cacheFile) || undefined, {
+      timeoutMs: 5000,
+      intervalMs: 50,
+      what: 'the probe cache',
+    });
+    expect(await resolveAccelerator(cfg, opts)).toMatchObject({ accel: 'kvm', cached: true });
   });
 
   it('tcg without a usable /dev/kvm; explicit config is honoured by resolveAccelerator', async () => {

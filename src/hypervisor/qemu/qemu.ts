@@ -7,7 +7,7 @@ import { pathExists } from '../../common/files.js';
 import type { Logger } from '../../common/log.js';
 import { logger } from '../../common/log.js';
 import type { KataConfig } from '../../config/types.js';
-import { type ProbeOptions, resolveAccelerator } from '../accel.js';
+import { ACCEL_WAIT_MS, type ProbeOptions, resolveAccelerator } from '../accel.js';
 import type {
   AgentEndpoint,
   Device,
@@ -125,7 +125,8 @@ export class QemuHypervisor implements Hypervisor {
     const { maxVcpus, maxMemoryMiB } = vmSize(cfg);
     this.vm = { ...cfg, vcpus: cfg.vcpus, maxVcpus, maxMemoryMiB };
 
-    const accel = await resolveAccelerator(this.config, { log: this.log, ...this.opts.accelProbe });
+    const probe = { log: this.log, waitMs: ACCEL_WAIT_MS, ...this.opts.accelProbe };
+    const accel = await resolveAccelerator(this.config, probe);
     this.accel = accel.accel;
     this.log.info({ accel: accel.accel, reason: accel.reason, cached: accel.cached }, 'accelerator');
 
