@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: set-up (packages, npm, bundles, guest image), then the
-# tiers in order (test/README.md): unit (hermetic), integration (root, this host, no VM), e2e (real QEMU
-# VMs through a private containerd, one file at a time), then the template tier: the containerd and CRI e2e files
-# once more with every sandbox cloned from a VM template (KATA_TS_E2E_TEMPLATE=1, test/e2e/shim-fixtures.ts).
-# Every tier runs even when an earlier one failed; the closing line sums them and the exit status is non-zero on any failure. Extra arguments go to every tier.
+# tiers in order (test/README.md): unit (hermetic), integration (root, this host, no VM), e2e (real QEMU VMs
+# through a private containerd, one file at a time), then the template tier: the containerd, CRI and network
+# e2e files once more with every sandbox cloned from a VM template (KATA_TS_E2E_TEMPLATE=1,
+# test/e2e/shim-fixtures.ts). Every tier runs even when an earlier one failed; the closing line sums them and
+# the exit status is non-zero on any failure. Extra arguments go to every tier.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -27,6 +28,7 @@ for tier in unit integration e2e template; do
     rm -rf "$out"
   elif [ "$tier" = template ]; then
     KATA_TS_E2E_TEMPLATE=1 npx vitest run --project e2e test/e2e/shim-containerd.test.ts test/e2e/cri-pod.test.ts \
+      test/e2e/network.test.ts \
       --reporter=default --reporter=json --outputFile="build/test-results-$tier.json" "$@" || rc=1
   else
     npx vitest run --project "$tier" --passWithNoTests --reporter=default --reporter=json \
