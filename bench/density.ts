@@ -9,7 +9,7 @@ import path from 'node:path';
 import { setupKata } from '../test/e2e/shim-fixtures.js';
 import { KATA_RUNTIME, REPO } from '../test/helpers/containerd.js';
 import { hostUsedKiB, median, mib, sandboxMemory } from './memory.js';
-import { type BenchTemplate, makeTemplate } from './template.js';
+import { type BenchTemplate, benchTemplate } from './template.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, def: string) => {
@@ -42,7 +42,7 @@ async function main(): Promise<void> {
   const t0 = Date.now();
   try {
     await k.ctrd.ctr(['run', '--rm', '--runtime', KATA_RUNTIME, k.image, 'bench-warm-kata', 'true']);
-    if (MODE === 'template') tpl = await makeTemplate(k);
+    if (MODE === 'template') tpl = await benchTemplate(k);
     const cfg = tpl ? ['--runtime-config-path', tpl.config] : [];
     baseline = hostUsedKiB();
     while (ids.length < MAX) {

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { type KataSetup, setupKata } from '../test/e2e/shim-fixtures.js';
 import { KATA_RUNTIME, REPO } from '../test/helpers/containerd.js';
 import { type SandboxMemory, hostUsedKiB, median, mib, sandboxMemory } from './memory.js';
-import { type BenchTemplate, makeTemplate } from './template.js';
+import { type BenchTemplate, benchTemplate } from './template.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, def: number) => {
@@ -142,7 +142,7 @@ async function main(): Promise<void> {
     await k.ctrd.ctr(['run', '--rm', k.image, 'bench-warm-runc', 'true']);
     await k.ctrd.ctr(['run', '--rm', '--runtime', KATA_RUNTIME, k.image, 'bench-warm-kata', 'true']);
     if (MODES.includes('template')) {
-      tpl = await makeTemplate(k);
+      tpl = await benchTemplate(k);
       process.stderr.write(`factory init: ${tpl.initMs.toFixed(0)} ms\n`);
     }
     const argv = (mode: Mode, id: string) =>

@@ -1,13 +1,8 @@
-// A VM template for the benchmarks: a configuration with [factory] enable_template under a private
-// template_path, `kata-ctl factory init` timed, and `factory destroy` at the end.
-import { execFile } from 'node:child_process';
+// A VM template for the benchmarks: test/e2e/shim-fixtures.ts's makeTemplate (a configuration with [factory]
+// enable_template under a private template_path, `kata-ctl factory init`), timed, with the size of its RAM file.
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import type { KataSetup } from '../test/e2e/shim-fixtures.js';
-import { REPO } from '../test/helpers/containerd.js';
-
-const run = promisify(execFile);
+import { type KataSetup, makeTemplate } from '../test/e2e/shim-fixtures.js';
 
 export interface BenchTemplate {
   /** The configuration file that enables the template (for `ctr run --runtime-config-path`). */
@@ -18,30 +13,10 @@ export interface BenchTemplate {
   destroy(): Promise<void>;
 }
 
-export async function makeTemplate(k: KataSetup): Promise<BenchTemplate> {
-  const dir = fs.mkdtempSync('/run/kata-ts-bench-template-');
-  const config = k.writeConfig('bench-template.toml', {
-    factory: { enable_template: true, template_path: dir },
-  });
-  const ctl = (...a: string[]) =>
-    run(process.execPath, [path.join(REPO, 'dist/kata-ctl.mjs'), ...a, '--config', config], {
-      timeout: 300_000,
-    });
+export async function benchTemplate(k: KataSetup): Promise<BenchTemplate> {
   const t0 = performance.now();
-  try {
-    await ctl('factory', 'init');
-  } catch (e) {
-    fs.rmSync(dir, { recursive: true, force: true });
-    throw new Error(`kata-ctl factory init (${dir}): ${(e as Error).message}`);
-  }
+  const t = await makeTemplate(k.writeConfig, 'bench-template.toml');
   const initMs = performance.now() - t0;
-  const ramAllocated = fs.statSync(path.join(dir, 'memory')).blocks * 512;
-  return {
-    config,
-    initMs,
-    ramAllocated,
-    destroy: async () => {
-      await ctl('factory', 'destroy');
-    },
-  };
+  const ramAllocated = fs.statSync(path.join(t.dir, 'memory')).blocks * 512;
+  return { config: t.config, initMs, ramAllocated, destroy: t.destroy };
 }

@@ -27,8 +27,6 @@ export interface ProbeOptions {
   log?: Logger;
   /** resolveAccelerator: how long to wait for an uncached probe before using TCG (default: until it decides). */
   waitMs?: number;
-  /** The probe resolveAccelerator runs (tests). */
-  probe?: (config: KataConfig, opts: ProbeOptions) => Promise<AccelProbeResult>;
 }
 
 export const DEFAULT_ACCEL_CACHE = '/run/kata-ts/accel.json';
@@ -198,7 +196,7 @@ export async function resolveAccelerator(
 ): Promise<AccelProbeResult> {
   const a = config.hypervisor.accel;
   if (a === 'kvm' || a === 'tcg') return { accel: a, reason: `configured accel = "${a}"`, cached: false };
-  const probe = (opts.probe ?? probeAccelerator)(config, opts);
+  const probe = probeAccelerator(config, opts);
   if (opts.waitMs === undefined) return probe;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const waited = new Promise<undefined>((resolve) => {

@@ -134,7 +134,7 @@ export class Runtime {
     // The sandbox container going (or the last container) ends the sandbox, as Kata does.
     const ends = !execId && (id === sb.id || (sb.containers.size === 1 && sb.containers.has(id)));
     const res = await sb.delete(id, execId, { sandboxEnds: ends });
-    if (ends || (!execId && (sb.containers.size === 0 || sb.status === 'stopped'))) await this.stopSandbox();
+    if (ends || (!execId && sb.status === 'stopped')) await this.stopSandbox();
     return res;
   }
 

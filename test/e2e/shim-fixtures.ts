@@ -188,10 +188,39 @@ export async function defaultConfig(writeConfig: KataSetup['writeConfig']): Prom
   if (!TEMPLATE_MODE) {
     return { config: writeConfig('configuration.toml', {}), destroy: async () => {}, checkCloned: () => {} };
   }
+  const t = await makeTemplate(writeConfig, 'configuration.toml');
+  return {
+    ...t,
+    checkCloned: (log) => {
+      // The shim's "VM started" line says where the VM came from; without a clone this tier tested nothing new.
+      if (!/"msg":"VM started"[^\n]*"from":"template"|"from":"template"[^\n]*"msg":"VM started"/.test(log)) {
+        throw new Error(
+          `template mode: no sandbox was cloned from the template (${t.dir}); see the shim's "VM template not used" lines`,
+        );
+      }
+    },
+  };
+}
+
+export interface TestTemplate {
+  /** the configuration file with [factory] enable_template */
+  config: string;
+  /** its template_path */
+  dir: string;
+  /** `kata-ctl factory destroy`, then the dir goes */
+  destroy(): Promise<void>;
+}
+
+/**
+ * A configuration `name` (the default plus [factory] enable_template under a fresh template_path) and the
+ * template `kata-ctl factory init` makes from it.
+ */
+export async function makeTemplate(
+  writeConfig: KataSetup['writeConfig'],
+  name: string,
+): Promise<TestTemplate> {
   const dir = fs.mkdtempSync('/run/kata-ts-test-template-');
-  const config = writeConfig('configuration.toml', {
-    factory: { enable_template: true, template_path: dir },
-  });
+  const config = writeConfig(name, { factory: { enable_template: true, template_path: dir } });
   const ctl = (verb: string) =>
     new Promise<void>((resolve, reject) => {
       execFile(
@@ -210,17 +239,10 @@ export async function defaultConfig(writeConfig: KataSetup['writeConfig']): Prom
   }
   return {
     config,
+    dir,
     destroy: async () => {
       await ctl('destroy');
       fs.rmSync(dir, { recursive: true, force: true });
-    },
-    checkCloned: (log) => {
-      // The shim's "VM started" line says where the VM came from; without a clone this tier tested nothing new.
-      if (!/"msg":"VM started"[^\n]*"from":"template"|"from":"template"[^\n]*"msg":"VM started"/.test(log)) {
-        throw new Error(
-          `template mode: no sandbox was cloned from the template (${dir}); see the shim's "VM template not used" lines`,
-        );
-      }
     },
   };
 }
