@@ -45,7 +45,13 @@ export interface VmConfig {
    * (no devices); `clone` restores from it when it fits this VM (same shape, not stale) and boots otherwise,
    * saying why in the log.
    */
-  template?: { dir: string; role: 'template' | 'clone' };
+  template?: {
+    dir: string;
+    /** `cached`: restore a clone and keep it paused for the VM cache (keepInCache), never boot instead. */
+    role: 'template' | 'clone' | 'cached';
+    /** A clone first takes a parked VM of its shape from this VM cache (config [factory] vm_cache_number). */
+    cacheDir?: string;
+  };
 }
 
 export interface HypervisorCapabilities {
@@ -126,12 +132,17 @@ export interface Hypervisor {
   /** The endpoint the agent client dials. */
   agentEndpoint(): AgentEndpoint;
   /**
-   * True when the VM was restored from a template rather than booted: its guest's clock and entropy are the
-   * template's until the runtime renews them.
+   * Where the VM came from: booted, restored from a template, or taken from the VM cache (restored from a
+   * template earlier). In the last two its guest's clock and entropy are the template's until renewed.
    */
-  fromTemplate(): boolean;
+  origin(): 'boot' | 'template' | 'cache';
   /** Saves a running VM prepared with template role `template` as the template (the VM stays paused). */
   saveTemplate(timeoutMs: number): Promise<void>;
+  /**
+   * Parks a VM prepared with template role `cached` (restored, paused) in its VM cache slot; its QEMU then
+   * outlives this driver, for a sandbox to take. The driver is done with it: stopVm and cleanup do nothing.
+   */
+  keepInCache(): Promise<void>;
   /** Removes what prepare/start left on the host (run dir, sockets); call after stopVm. */
   cleanup(): Promise<void>;
   /** Resolves (with a reason) when the VMM exits for any reason, including a failed start; never rejects. */

@@ -17,6 +17,15 @@ export {
   readTemplateMeta,
   templateFiles,
 } from './qemu/template.js';
+export {
+  type SlotState,
+  destroySlot,
+  listSlots,
+  lockFilling,
+  newSlot,
+  sweepDoomed,
+  vmCacheDir,
+} from './qemu/vm-cache.js';
 export { type QemuCheck, checkQemuConfig } from './qemu/config-check.js';
 export {
   type ProcessIdentity,

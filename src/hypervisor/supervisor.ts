@@ -10,6 +10,18 @@ export interface ChildExit {
   stderrTail: string;
   /** Set when the child could not be started at all (ENOENT, EACCES, ...). */
   spawnError?: string;
+  /** Set for a process that is not our child (adopted.ts): it went, but its status was its parent's to see. */
+  statusUnknown?: boolean;
+}
+
+/** A VMM process we watch and stop: our child (SupervisedChild) or one we took over (adopted.ts). */
+export interface WatchedProcess {
+  readonly pid: number | undefined;
+  readonly running: boolean;
+  readonly exited: Promise<ChildExit>;
+  stderrTail(): string;
+  /** SIGTERM (unless `skipTerm`), wait up to `graceMs`, then SIGKILL and wait for the exit. */
+  terminate(graceMs: number, skipTerm?: boolean): Promise<ChildExit>;
 }
 
 const DEFAULT_TAIL_BYTES = 4096;
@@ -35,9 +47,14 @@ export interface SpawnOptions {
   tailBytes?: number;
   /** Host fds the child gets as fd 3, 4, ... (tap fds for cold-plugged NICs). */
   extraFds?: readonly number[];
+  /**
+   * An open file for the child's stdout and stderr instead of pipes, in its own session: a child meant to
+   * outlive us (a VM parked in the VM cache) must not write into a pipe nobody reads once we are gone.
+   */
+  detachedOutput?: number;
 }
 
-export class SupervisedChild {
+export class SupervisedChild implements WatchedProcess {
   readonly exited: Promise<ChildExit>;
   private readonly child: ChildProcess;
   private readonly tail: TailBuffer;
@@ -51,9 +68,11 @@ export class SupervisedChild {
   ) {
     this.tail = new TailBuffer(opts.tailBytes);
     const log = opts.log;
+    const out = opts.detachedOutput ?? 'pipe';
     this.child = spawn(command, args, {
-      stdio: ['ignore', 'pipe', 'pipe', ...(opts.extraFds ?? [])],
+      stdio: ['ignore', out, out, ...(opts.extraFds ?? [])],
       env: opts.env ?? process.env,
+      detached: opts.detachedOutput !== undefined,
     });
     const onOutput = (stream: 'stdout' | 'stderr') => (chunk: Buffer) => {
       this.tail.push(chunk);
@@ -104,6 +123,11 @@ export class SupervisedChild {
     return this.tail.toString();
   }
 
+  /** Lets this process end without waiting for the child (which then outlives it). */
+  unref(): void {
+    this.child.unref();
+  }
+
   signal(sig: NodeJS.Signals): void {
     if (this.running) this.child.kill(sig);
   }
@@ -136,6 +160,7 @@ export async function waitFor<T>(p: Promise<T>, ms: number): Promise<T | undefin
 export function describeExit(name: string, e: ChildExit): string {
   if (e.spawnError) return `${name} could not be started: ${e.spawnError}`;
   if (e.signal) return `${name} was killed by ${e.signal}`;
+  if (e.statusUnknown) return `${name} exited (not our child: its exit status is not ours to see)`;
   return `${name} exited with code ${e.code}`;
 }
 

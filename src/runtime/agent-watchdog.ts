@@ -4,6 +4,7 @@
 // gone (containers exit 255, the VM is killed), as when QEMU dies.
 import type { Logger } from '../common/log.js';
 import { sleep } from '../common/poll.js';
+import { type AgentConnection, watchOomEvents } from './agent.js';
 import { errorMessage } from './errors.js';
 
 export interface AgentWatchdogOptions {
@@ -49,4 +50,13 @@ export async function watchAgent(o: AgentWatchdogOptions): Promise<void> {
       }
     }
   }
+}
+
+/** A running sandbox's two agent watches: OOM events to report, and the health check that tells a dead VM. */
+export function watchSandboxAgent(
+  conn: AgentConnection,
+  o: Omit<AgentWatchdogOptions, 'check'> & { onOom: (containerId: string) => void },
+): void {
+  void watchOomEvents(conn.agent, { signal: o.signal, onOom: o.onOom, log: o.log });
+  void watchAgent({ ...o, check: (t, signal) => conn.check(t, signal) });
 }

@@ -70,6 +70,11 @@ export interface RuntimeDeps {
   processes?: ProcessControl;
   /** Optional: without it a spec naming a network namespace is refused. */
   network?: NetworkDeps;
+  /**
+   * Starts replacing a VM a sandbox took from the VM cache, detached (`kata-ctl factory fill`), and returns at
+   * once (optional: without it the cache empties).
+   */
+  refillVmCache?(config: KataConfig, configPath: string | undefined, log: Logger): void;
   /** The pod's /dev/shm size from the sandbox spec (optional: without it, DEFAULT_SHM_BYTES). */
   podShmBytes?(spec: OciSpec): Promise<number>;
 }

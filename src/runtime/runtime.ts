@@ -95,6 +95,7 @@ export class Runtime {
       bundle: req.bundle,
       hostname: req.spec.hostname ?? '',
       config,
+      configPath: req.configPath,
       deps: this.o.deps,
       log: this.o.log,
       events: this.o.events,

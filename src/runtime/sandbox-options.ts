@@ -21,6 +21,8 @@ export interface SandboxOptions {
   bundle: string;
   hostname: string;
   config: KataConfig;
+  /** The configuration file it was loaded from (containerd's ConfigPath; undefined: Kata's lookup order). */
+  configPath?: string;
   deps: RuntimeDeps;
   log: Logger;
   events: SandboxEvents;

@@ -7,8 +7,8 @@ import type { ProcessIdentity } from '../hypervisor/proc.js';
 import type { StatsContainerResponse } from '../protocols/gen/agent_pb.js';
 import type { NetworkRecord } from '../resource/network/index.js';
 import { DEFAULT_SHM_BYTES } from '../resource/volumes.js';
-import { watchAgent } from './agent-watchdog.js';
-import { type AgentClient, type AgentConnection, watchOomEvents } from './agent.js';
+import { watchSandboxAgent } from './agent-watchdog.js';
+import type { AgentClient, AgentConnection } from './agent.js';
 import { createInGuest } from './container-create.js';
 import { Container, type ExitListener, type ProcessState } from './container.js';
 import type { PersistedSandbox, SandboxCgroupHandle, SharedFsHandle } from './deps.js';
@@ -157,8 +157,9 @@ export class Sandbox {
       log: this.log,
       signal: vmGone.signal,
     });
-    if (this.hv.fromTemplate()) await renewClone(this.conn.agent, this.log);
-    phase(this.log, 'agent_ready', { from: this.hv.fromTemplate() ? 'template' : 'boot' });
+    const origin = this.hv.origin();
+    if (origin !== 'boot') await renewClone(this.conn.agent, this.log);
+    phase(this.log, 'agent_ready', { from: origin });
     this.status = 'running';
     await this.agent.createSandbox(
       createSandboxRequest(
@@ -170,6 +171,8 @@ export class Sandbox {
       ),
     );
     phase(this.log, 'sandbox_created');
+    // A VM taken from the cache is replaced now, in the background (after this sandbox's own first steps).
+    if (origin === 'cache') deps.refillVmCache?.(config, this.o.configPath, this.log);
     if (this.net?.size) {
       await this.net.configureGuest(this.agent, this.stopped.signal);
       phase(this.log, 'network_configured');
@@ -177,16 +180,10 @@ export class Sandbox {
     this.sizer = SandboxSizer.forSandbox(config, this.hv, () => this.agent, vm, this.log);
     await this.persistNow('running');
     void this.hv.exited.then((exit) => this.onVmExit(exit));
-    void watchOomEvents(this.agent, {
-      signal: this.stopped.signal,
-      onOom: (cid) => this.o.events.oom(cid),
-      log: this.log,
-    });
-    const conn = this.conn;
-    void watchAgent({
-      check: (t, signal) => conn.check(t, signal),
+    watchSandboxAgent(this.conn, {
       timeoutMs: config.agent.health_check_request_timeout_ms,
       signal: this.stopped.signal,
+      onOom: (cid) => this.o.events.oom(cid),
       onDead: (reason) => this.onVmGone(reason),
       log: this.log,
     });

@@ -1,3 +1,5 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 // The runtime's dependencies, wired to the real layers: config, QEMU hypervisor, resource (virtio-fs share and
 // container mounts), persist, and the agent over the endpoint the hypervisor gives; crash cleanup uses the same.
 import { applyAnnotations, loadConfiguration } from '../config/index.js';
@@ -14,6 +16,10 @@ import {
 import { cleanupNetworkLeftovers, netnsCommands, scanNetns } from '../resource/network/index.js';
 import { connectAgent } from './agent.js';
 import type { CleanupDeps, PersistedSandbox, RuntimeDeps, SharedFsHandle } from './deps.js';
+import { spawnCacheFiller } from './factory.js';
+
+/** kata-ctl's bundle, beside the shim's in dist/ (the runtime is bundled into both). */
+const KATA_CTL = path.join(path.dirname(fileURLToPath(import.meta.url)), 'kata-ctl.mjs');
 
 function sharedFs(sandboxId: string): SharedFsHandle {
   const sfs = new SharedFs(sandboxId);
@@ -38,6 +44,7 @@ export function realDeps(): RuntimeDeps & CleanupDeps {
     createHypervisor: (config, log) => createHypervisor(config, log),
     sharedFs,
     podShmBytes,
+    refillVmCache: (config, configPath, log) => spawnCacheFiller(KATA_CTL, { config, configPath, log }),
     connectAgent: (endpoint, opts) =>
       connectAgent(endpoint, {
         ...opts,

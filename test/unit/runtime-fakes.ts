@@ -110,6 +110,14 @@ export class FakeAgent {
         rec('createSandbox', r);
         return {};
       },
+      reseedRandomDev: (r) => {
+        rec('reseedRandomDev', r);
+        return {};
+      },
+      setGuestDateTime: (r) => {
+        rec('setGuestDateTime', r);
+        return {};
+      },
       destroySandbox: async (r) => {
         rec('destroySandbox', r);
         await this.holdDestroy;
@@ -302,11 +310,17 @@ export class FakeHypervisor implements Hypervisor {
   }
   /** Set by a test to play a VM restored from a template. */
   restored = false;
-  fromTemplate() {
-    return this.restored;
+  /** Set by a test to play a VM taken from the VM cache. */
+  fromCache = false;
+  origin() {
+    if (this.fromCache) return 'cache' as const;
+    return this.restored ? ('template' as const) : ('boot' as const);
   }
   async saveTemplate() {
     throw new Error('FakeHypervisor: saveTemplate is not faked');
+  }
+  async keepInCache() {
+    throw new Error('FakeHypervisor: keepInCache is not faked');
   }
   async cleanup() {
     this.cleaned = true;
@@ -336,6 +350,10 @@ export interface FakeEnv {
   shared: { setup: number; cleanup: number; prepared: string[]; released: string[] };
   config: KataConfig;
   failStart?: string;
+  /** Where the next hypervisors' VMs come from (default boot). */
+  origin?: 'boot' | 'template' | 'cache';
+  /** Config paths of the VM cache refills the runtime asked for. */
+  refills: (string | undefined)[];
   close(): Promise<void>;
 }
 
@@ -353,6 +371,7 @@ export async function fakeEnv(): Promise<FakeEnv> {
     states: new Map(),
     shared: { setup: 0, cleanup: 0, prepared: [], released: [] },
     config,
+    refills: [],
     deps: undefined as unknown as RuntimeDeps,
     close: async () => {
       agent.killAll();
@@ -388,10 +407,15 @@ export async function fakeEnv(): Promise<FakeEnv> {
     loadConfig: () => structuredClone(env.config),
     createHypervisor: () => {
       const hv = new FakeHypervisor(sock, env.failStart);
+      hv.restored = env.origin === 'template';
+      hv.fromCache = env.origin === 'cache';
       env.hypervisors.push(hv);
       return hv;
     },
     sharedFs,
+    refillVmCache: (_config, configPath) => {
+      env.refills.push(configPath);
+    },
     connectAgent: (ep, o) => connectAgent(ep, o),
     saveState: async (s) => {
       env.states.set(s.sandboxId, structuredClone(s));

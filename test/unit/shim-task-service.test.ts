@@ -175,6 +175,27 @@ describe('Task service over the fake agent', () => {
     expect(env.states.size).toBe(0);
   });
 
+  it('a VM from a template or the VM cache is renewed before CreateSandbox; one from the cache is replaced', async () => {
+    for (const origin of ['template', 'cache'] as const) {
+      const id = `sb-${origin}`;
+      conn.close();
+      server.close();
+      await env.close();
+      await setup(id);
+      env.origin = origin;
+      await createAndStart(id, ['true']);
+      const order = env.agent.calls.map((c) => c.method);
+      for (const m of ['reseedRandomDev', 'setGuestDateTime']) {
+        expect(order.indexOf(m), order.join(',')).toBeGreaterThanOrEqual(0);
+        expect(order.indexOf(m)).toBeLessThan(order.indexOf('createSandbox'));
+      }
+      await task.wait({ id });
+      await task.delete({ id });
+      // Only a VM taken from the cache is replaced (Kata's config lookup: no ConfigPath given).
+      expect(env.refills).toEqual(origin === 'cache' ? [undefined] : []);
+    }
+  });
+
   it('copies 5,000 lines in order before Wait returns', async () => {
     const { out } = await createAndStart('sb1', [
       'sh',

@@ -3,16 +3,16 @@
 import { pathExists, readFileTail } from '../../common/files.js';
 import type { Logger } from '../../common/log.js';
 import { PollTimeoutError, pollUntil } from '../../common/poll.js';
-import type { VmProcess } from '../hypervisor.js';
+import type { VmConfig, VmProcess } from '../hypervisor.js';
 import { processFromPidFile, processIdentity } from '../proc.js';
-import { SupervisedChild, describeExit, formatTail, waitFor } from '../supervisor.js';
+import { SupervisedChild, type WatchedProcess, describeExit, formatTail, waitFor } from '../supervisor.js';
 import type { Virtiofsd } from '../virtiofsd.js';
 import { runDirPaths } from './cmdline.js';
 import { type ColdPlugNics, type FdSender, connectQmpWithFdPassing } from './netdev.js';
 import type { QmpClient } from './qmp.js';
 
 /** Rejects once `child` exits, with QEMU's last words; used to end a wait early. */
-function deathSignal(child: SupervisedChild, when: string): { signal: AbortSignal; done: () => void } {
+function deathSignal(child: WatchedProcess, when: string): { signal: AbortSignal; done: () => void } {
   const ac = new AbortController();
   let live = true;
   void child.exited.then((e) => {
@@ -32,7 +32,7 @@ function deathSignal(child: SupervisedChild, when: string): { signal: AbortSigna
  * (SCM_RIGHTS), which NIC hotplug needs: QEMU's QMP chardev takes one client, so this is the only one.
  */
 export async function connectQmp(
-  child: SupervisedChild,
+  child: WatchedProcess,
   qmpPath: string,
   deadline: number,
   log: Logger,
@@ -70,7 +70,7 @@ export async function connectQmp(
 }
 
 /** Waits for query-status "running" before `deadline`. */
-export async function waitRunning(child: SupervisedChild, qmp: QmpClient, deadline: number): Promise<void> {
+export async function waitRunning(child: WatchedProcess, qmp: QmpClient, deadline: number): Promise<void> {
   let status = 'unknown';
   const death = deathSignal(child, 'before reaching status running');
   try {
@@ -94,7 +94,7 @@ export async function waitRunning(child: SupervisedChild, qmp: QmpClient, deadli
   }
 }
 
-async function deathReason(child: SupervisedChild, when: string): Promise<Error> {
+async function deathReason(child: WatchedProcess, when: string): Promise<Error> {
   const e = await child.exited;
   return new Error(`${describeExit('QEMU', e)} ${when}${formatTail('qemu stderr', e.stderrTail)}`);
 }
@@ -139,7 +139,7 @@ export async function consoleTail(runDir: string, bytes = 2048): Promise<string>
 export function watchVirtiofsd(
   v: Virtiofsd,
   o: {
-    qemu: () => SupervisedChild | undefined;
+    qemu: () => WatchedProcess | undefined;
     expected: () => boolean;
     onDeath: (why: string) => void;
     log: Logger;
@@ -162,7 +162,7 @@ export async function startVirtiofsds(
   deadline: number,
   o: {
     record: (pid: number | undefined) => Promise<void>;
-    qemu: () => SupervisedChild | undefined;
+    qemu: () => WatchedProcess | undefined;
     /** true once the VM is being stopped: a virtiofsd exit is then expected */
     winding: () => boolean;
     onDeath: (why: string) => void;
@@ -188,6 +188,8 @@ export function spawnQemu(
   args: readonly string[],
   nics: ColdPlugNics,
   log: Logger,
+  /** An open file for QEMU's output when it is to outlive us (parked in the VM cache). */
+  detachedOutput?: number,
 ): SupervisedChild {
   const cold = nics.build(3);
   const all = [...args, ...cold.args];
@@ -196,8 +198,52 @@ export function spawnQemu(
     return SupervisedChild.spawn('qemu', path, all, {
       log: log.child({ component: 'qemu' }),
       extraFds: cold.extraFds,
+      detachedOutput,
     });
   } finally {
     nics.release(); // QEMU has its copies (or never will)
   }
+}
+
+/** pauseVm/resumeVm: stop or cont, then the run state QEMU reports must be the one asked for. */
+export async function setRunState(qmp: QmpClient, want: 'paused' | 'running'): Promise<void> {
+  await (want === 'paused' ? qmp.stop() : qmp.cont());
+  const { status } = await qmp.queryStatus();
+  if (status !== want)
+    throw new Error(`QEMU status is "${status}" after ${want === 'paused' ? 'stop' : 'cont'}`);
+}
+
+/** The error of a failed start: what was awaited, why, and the tails of QEMU, virtiofsd and the guest console. */
+export async function startFailure(
+  what: string,
+  err: unknown,
+  o: { qemu: WatchedProcess | undefined; virtiofsds: readonly Virtiofsd[]; vm: VmConfig },
+): Promise<Error> {
+  const e = err as Error;
+  const stderr = o.qemu ? formatTail('qemu stderr', o.qemu.stderrTail()) : '';
+  const vfsErr = o.virtiofsds.map((v) => formatTail('virtiofsd stderr', v.stderrTail())).join('');
+  const guestTail = formatTail('guest console', await consoleTail(o.vm.runDir));
+  // The stderr tail is already in messages built from a dead child; add it otherwise.
+  const tails = e.message.includes('(tail) ---') ? '' : `${stderr}${vfsErr}`;
+  return new Error(`${what}: ${e.message}${tails}${guestTail}`, { cause: err });
+}
+
+/** Stops QEMU: QMP quit when QMP is up (SIGTERM otherwise), SIGKILL after `graceMs`. */
+export async function stopQemu(
+  child: WatchedProcess,
+  qmp: QmpClient | undefined,
+  graceMs: number,
+  log: Logger,
+): Promise<void> {
+  let quitSent = false;
+  if (qmp && !qmp.isClosed) {
+    try {
+      await qmp.quit(Math.min(graceMs, 2000));
+      quitSent = true;
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'QMP quit failed; using SIGTERM');
+    }
+  }
+  const e = await child.terminate(graceMs, quitSent);
+  log.debug({ code: e.code, signal: e.signal }, 'QEMU stopped');
 }

@@ -8,6 +8,7 @@ import type { Logger } from '../../common/log.js';
 import { logger } from '../../common/log.js';
 import type { KataConfig } from '../../config/types.js';
 import { ACCEL_WAIT_MS, type ProbeOptions, resolveAccelerator } from '../accel.js';
+import { AdoptedProcess } from '../adopted.js';
 import type {
   AgentEndpoint,
   Device,
@@ -20,7 +21,7 @@ import type {
   VmProcess,
   VmState,
 } from '../hypervisor.js';
-import { type ChildExit, type SupervisedChild, describeExit, formatTail } from '../supervisor.js';
+import { type ChildExit, SupervisedChild, type WatchedProcess, describeExit } from '../supervisor.js';
 import { Virtiofsd } from '../virtiofsd.js';
 import { hostHasVhostVsock, releaseGuestCid, reserveAgentEndpoint } from '../vsock.js';
 import { type QemuCommandLine, runDirPaths } from './cmdline.js';
@@ -30,12 +31,13 @@ import { planLaunch } from './launch-plan.js';
 import { ColdPlugNics, type FdSender, QmpNicHotplug } from './netdev.js';
 import {
   connectQmp,
-  consoleTail,
   logQmpEvents,
   refuseLiveRunDir,
-  spawnQemu,
+  setRunState,
   spawnedProcess,
+  startFailure,
   startVirtiofsds,
+  stopQemu,
   waitRunning,
 } from './process.js';
 import type { QmpClient } from './qmp.js';
@@ -53,7 +55,8 @@ export interface QemuDriverOptions {
   stopGraceMs?: number;
 }
 
-type Phase = 'new' | 'prepared' | 'starting' | 'running' | 'stopping' | 'stopped';
+/** `parked`: left paused in the VM cache (keepInCache); its QEMU is no longer this driver's. */
+type Phase = 'new' | 'prepared' | 'starting' | 'running' | 'stopping' | 'stopped' | 'parked';
 
 const DEFAULT_HOTPLUG_PORTS = 8;
 
@@ -73,7 +76,7 @@ export class QemuHypervisor implements Hypervisor {
   private createdRunDir = false;
   private sharesFs = false;
   private virtiofsds: Virtiofsd[] = [];
-  private qemu: SupervisedChild | undefined;
+  private qemu: WatchedProcess | undefined;
   private qmp: QmpClient | undefined;
   private sendFds: FdSender | undefined;
   /** NICs given before boot: on QEMU's command line, their tap fds passed as QEMU's fd 3, 4, ... */
@@ -157,7 +160,10 @@ export class QemuHypervisor implements Hypervisor {
     await refuseLiveRunDir(cfg.runDir);
     // Persisted before the run dir exists, so cleanup after a crash knows to remove it.
     await this.persist();
-    this.createdRunDir = !(await pathExists(cfg.runDir));
+    const taken =
+      this.templateUse && (await templating.takeFromCache(this.templateUse, cfg.runDir, this.log));
+    if (taken) await this.watchQemu(taken.qemu); // the run dir is its slot now: QEMU's pid file names it too
+    this.createdRunDir = taken !== undefined || !(await pathExists(cfg.runDir));
     await mkdir(cfg.runDir, { recursive: true, mode: 0o750 });
   }
 
@@ -165,6 +171,13 @@ export class QemuHypervisor implements Hypervisor {
   private async persist(): Promise<void> {
     const save = this.vm?.persistState;
     if (save) await save(this.saveState());
+  }
+
+  /** QEMU is ours from here: its exit is handled and it is recorded in the persisted state. */
+  private async watchQemu(child: WatchedProcess): Promise<void> {
+    this.qemu = child;
+    void child.exited.then((e) => this.onQemuExit(e));
+    await this.recordSpawn('vmm', child.pid);
   }
 
   /** Records a process we just spawned, before waiting on it. */
@@ -201,50 +214,40 @@ export class QemuHypervisor implements Hypervisor {
         },
         log: this.log,
       });
-      const clone = this.templateUse?.role === 'clone' ? this.templateUse : undefined;
+      const clone = this.templateUse?.role !== 'template' ? this.templateUse : undefined;
       waitingFor = "a copy of the template's RAM";
       if (clone) await templating.beforeCloneSpawn(clone, this.coldNics, deadline);
-      const q = this.config.hypervisor;
-      const child = spawnQemu(q.path, this.cmd.args, this.coldNics, this.log);
-      this.qemu = child;
-      void child.exited.then((e) => this.onQemuExit(e));
-      waitingFor = 'the VM state to be persisted';
-      await this.recordSpawn('vmm', child.pid);
+      if (!this.qemu) {
+        waitingFor = 'QEMU to be spawned and its state persisted';
+        const o = { runDir: vm.runDir, nics: this.coldNics, log: this.log };
+        await this.watchQemu(await templating.spawnVmm(clone, this.config.hypervisor.path, this.cmd.args, o));
+      }
+      const child = this.qemu as WatchedProcess;
 
       const qmpPath = runDirPaths(vm.runDir).qmpSocket;
       waitingFor = `the QMP socket ${qmpPath}`;
       ({ qmp: this.qmp, sendFds: this.sendFds } = await connectQmp(child, qmpPath, deadline, this.log));
       logQmpEvents(this.qmp, this.log);
+      // An adopted QEMU cannot be waited for: a closed QMP socket is the first sign of its end.
+      if (child instanceof AdoptedProcess) this.qmp.on('close', () => void child.check());
       waitingFor = 'the template state to load';
       if (clone) await templating.restoreClone(clone, this.qmp, this.sendFds, deadline);
-      waitingFor = 'QEMU status "running"';
-      await waitRunning(child, this.qmp, deadline);
-      waitingFor = 'the shares and NICs hotplugged into the restored VM';
-      if (clone) await templating.plugIntoClone(clone, { ...this.qmpNics(), hotplug: this.hotplug });
+      if (clone?.role !== 'cached') {
+        waitingFor = 'QEMU status "running"';
+        await waitRunning(child, this.qmp, deadline);
+        waitingFor = 'the shares and NICs hotplugged into the restored VM';
+        if (clone) await templating.plugIntoClone(clone, { ...this.qmpNics(), hotplug: this.hotplug });
+      }
       this.phase = 'running';
-      this.log.info(
-        {
-          pid: child.pid,
-          accel: this.accel,
-          from: clone ? 'template' : 'boot',
-          ms: timeoutMs - (deadline - Date.now()),
-        },
-        'VM started',
-      );
+      const ms = timeoutMs - (deadline - Date.now());
+      this.log.info({ pid: child.pid, accel: this.accel, from: this.origin(), ms }, 'VM started');
     } catch (err) {
-      const e = err as Error;
-      const stderr = this.qemu ? formatTail('qemu stderr', this.qemu.stderrTail()) : '';
-      const vfsErr = this.virtiofsds.map((v) => formatTail('virtiofsd stderr', v.stderrTail())).join('');
-      const guestTail = formatTail('guest console', await consoleTail(vm.runDir));
-      this.stopReason = `start failed: ${e.message}`;
+      const what = `starting QEMU for sandbox ${vm.sandboxId} (waiting for ${waitingFor})`;
+      const failure = await startFailure(what, err, { qemu: this.qemu, virtiofsds: this.virtiofsds, vm });
+      this.stopReason = `start failed: ${(err as Error).message}`;
       await this.stopVm();
       await this.cleanup();
-      // The stderr tail is already in messages built from a dead child; add it otherwise.
-      const tails = e.message.includes('(tail) ---') ? '' : `${stderr}${vfsErr}`;
-      throw new Error(
-        `starting QEMU for sandbox ${vm.sandboxId} (waiting for ${waitingFor}): ${e.message}${tails}${guestTail}`,
-        { cause: err },
-      );
+      throw failure;
     }
   }
 
@@ -279,6 +282,7 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   async stopVm(): Promise<void> {
+    if (this.phase === 'parked') return;
     this.stopping ??= this.doStop();
     return this.stopping;
   }
@@ -288,19 +292,7 @@ export class QemuHypervisor implements Hypervisor {
     this.phase = 'stopping';
     const grace = this.opts.stopGraceMs ?? 5000;
     const child = this.qemu;
-    if (child?.running) {
-      let quitSent = false;
-      if (this.qmp && !this.qmp.isClosed) {
-        try {
-          await this.qmp.quit(Math.min(grace, 2000));
-          quitSent = true;
-        } catch (err) {
-          this.log.warn({ err: (err as Error).message }, 'QMP quit failed; using SIGTERM');
-        }
-      }
-      const e = await child.terminate(grace, quitSent);
-      this.log.debug({ code: e.code, signal: e.signal }, 'QEMU stopped');
-    }
+    if (child?.running) await stopQemu(child, this.qmp, grace, this.log);
     this.qmp?.close();
     for (const v of this.virtiofsds) await v.stop();
     if (!child) this.finishExit({ code: null, signal: null, stderrTail: '', reason: this.stopReason });
@@ -309,11 +301,13 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   async cleanup(): Promise<void> {
+    if (this.phase === 'parked') return;
     if (this.phase !== 'new' && this.phase !== 'stopped') await this.stopVm();
     await this.releaseHostResources();
   }
 
   private async releaseHostResources(): Promise<void> {
+    if (this.phase === 'new' && this.qemu?.running) await this.qemu.terminate(0); // taken from the cache
     this.coldNics.release(); // a VM that never started leaves the tap fds to us
     templating.releaseCloneNics(this.templateUse);
     if (this.vm && (this.createdRunDir || this.phase !== 'new')) {
@@ -359,17 +353,11 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   async pauseVm(): Promise<void> {
-    const qmp = this.requireRunning('pauseVm');
-    await qmp.stop();
-    const { status } = await qmp.queryStatus();
-    if (status !== 'paused') throw new Error(`pauseVm: QEMU status is "${status}" after stop`);
+    await setRunState(this.requireRunning('pauseVm'), 'paused');
   }
 
   async resumeVm(): Promise<void> {
-    const qmp = this.requireRunning('resumeVm');
-    await qmp.cont();
-    const { status } = await qmp.queryStatus();
-    if (status !== 'running') throw new Error(`resumeVm: QEMU status is "${status}" after cont`);
+    await setRunState(this.requireRunning('resumeVm'), 'running');
   }
 
   saveState(): VmState {
@@ -404,8 +392,9 @@ export class QemuHypervisor implements Hypervisor {
     };
   }
 
-  fromTemplate(): boolean {
-    return this.templateUse?.role === 'clone';
+  origin(): 'boot' | 'template' | 'cache' {
+    if (this.templateUse?.taken) return 'cache';
+    return this.templateUse && this.templateUse.role !== 'template' ? 'template' : 'boot';
   }
 
   async saveTemplate(timeoutMs: number): Promise<void> {
@@ -413,6 +402,15 @@ export class QemuHypervisor implements Hypervisor {
     if (!this.vm || !this.sendFds) throw new Error('saveTemplate: the VM is not running');
     await templating.saveAsTemplate(this.templateUse, this.vm, qmp, this.sendFds, timeoutMs);
     this.log.info({ template: this.templateUse?.files.dir }, 'VM template saved');
+  }
+
+  async keepInCache(): Promise<void> {
+    const qemu = this.qemu;
+    if (this.phase !== 'running' || !this.vm || !(qemu instanceof SupervisedChild))
+      throw new Error(`keepInCache: the VM is ${this.phase}, not restored and paused`);
+    this.phase = 'parked';
+    const vmm = this.spawned.find((p) => p.role === 'vmm');
+    await templating.parkInCache(this.templateUse, { ...this.vm, qemu, vmm, qmp: this.qmp, log: this.log });
   }
 
   agentEndpoint(): AgentEndpoint {

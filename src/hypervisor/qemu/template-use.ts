@@ -1,17 +1,22 @@
 // Whether and how one VM uses a template (template.ts): as the template itself, as a clone, or not at all
 // (booted as usual, with the reason logged). A clone's shares come back by hotplug once it runs.
+import { open } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../../common/log.js';
 import type { NicSink, NicSpec, VmConfig } from '../hypervisor.js';
+import type { ProcessIdentity } from '../proc.js';
+import type { SupervisedChild } from '../supervisor.js';
 import type { BootFsShare, QemuLaunchSpec } from './cmdline.js';
 import type { QemuHotplug } from './hotplug.js';
 import { type ColdPlugNics, type FdSender, closeNicFds } from './netdev.js';
+import { spawnQemu } from './process.js';
 import type { QmpClient } from './qmp.js';
 import {
   type TemplateFiles,
   type TemplateMeta,
   copyTemplateRam,
   createTemplateRam,
+  fingerprintOf,
   readTemplateMeta,
   restoreTemplateState,
   saveTemplateState,
@@ -19,9 +24,11 @@ import {
   templateInputs,
   templateMismatch,
 } from './template.js';
+import { type TakenVm, markSlotReady, slotPaths, takeCachedVm } from './vm-cache.js';
 
 export interface TemplateUse {
-  role: 'template' | 'clone';
+  /** `cached`: a clone restored to be parked, paused, in the VM cache (vm-cache.ts) for a sandbox to take. */
+  role: 'template' | 'clone' | 'cached';
   files: TemplateFiles;
   /** What the template is made from (role template: saved in its meta). */
   inputs: Record<string, string>;
@@ -33,6 +40,10 @@ export interface TemplateUse {
   fsShares: BootFsShare[];
   /** NICs planned before the clone started, hotplugged once it runs; their fds are ours until then. */
   nics: NicSpec[];
+  /** The VM cache a clone first takes a parked VM from (role clone). */
+  cacheDir?: string;
+  /** The parked VM this clone took from the cache: restored already, its QEMU not our child. */
+  taken?: TakenVm;
 }
 
 /** Why a VM cannot be a template or a clone regardless of the template's state; undefined when it can. */
@@ -67,6 +78,7 @@ export async function planTemplateUse(
     };
   }
   const boot = (why: string) => {
+    if (req.role === 'cached') throw new Error(`this VM cannot be cached: ${why}`);
     log.warn({ template: req.dir, reason: why }, `VM template not used: ${why}; booting the VM`);
     return { spec };
   };
@@ -84,8 +96,87 @@ export async function planTemplateUse(
   const ram = path.join(spec.runDir, 'memory');
   return {
     spec: { ...spec, fsShares: [], templateRam: ram, incoming: true },
-    use: { role: 'clone', files, inputs, meta, ram, fsShares: spec.fsShares, nics: [] },
+    use: {
+      role: req.role,
+      files,
+      inputs,
+      meta,
+      ram,
+      fsShares: spec.fsShares,
+      nics: [],
+      cacheDir: req.role === 'clone' ? req.cacheDir : undefined,
+    },
   };
+}
+
+/**
+ * A clone first looks in the VM cache: a parked VM of its shape moves into its run dir (which must not exist
+ * yet) and is its VMM from then on. Undefined when the cache has none (the clone is restored as usual).
+ */
+export async function takeFromCache(
+  use: TemplateUse,
+  runDir: string,
+  log: Logger,
+): Promise<TakenVm | undefined> {
+  if (use.role !== 'clone' || !use.cacheDir || !use.meta) return undefined;
+  const want = {
+    fingerprint: fingerprintOf(use.inputs),
+    vcpus: use.meta.vcpus,
+    memoryMiB: use.meta.memoryMiB,
+  };
+  use.taken = await takeCachedVm(use.cacheDir, want, runDir, log);
+  return use.taken;
+}
+
+/**
+ * Spawns QEMU; a VM to be parked in the cache writes its output to a file, not to pipes: the filler that
+ * starts it goes away.
+ */
+export async function spawnVmm(
+  use: TemplateUse | undefined,
+  qemuPath: string,
+  args: readonly string[],
+  o: { runDir: string; nics: ColdPlugNics; log: Logger },
+): Promise<SupervisedChild> {
+  const out = use?.role === 'cached' ? await open(slotPaths(o.runDir).output, 'a', 0o600) : undefined;
+  try {
+    return spawnQemu(qemuPath, args, o.nics, o.log, out?.fd);
+  } finally {
+    await out?.close();
+  }
+}
+
+/**
+ * Parks a restored, paused VM in its cache slot, ready for a sandbox to take. QMP serves one client at a time:
+ * ours goes before the VM is marked ready, or a taker would wait on us. On failure QEMU is killed: unparked,
+ * nobody would ever take or stop it.
+ */
+export async function parkInCache(
+  use: TemplateUse | undefined,
+  o: {
+    runDir: string;
+    vcpus: number;
+    memoryMiB: number;
+    qemu: SupervisedChild;
+    vmm: ProcessIdentity | undefined;
+    qmp: QmpClient | undefined;
+    log: Logger;
+  },
+): Promise<void> {
+  o.qmp?.close();
+  o.qemu.unref();
+  try {
+    if (use?.role !== 'cached' || !use.meta)
+      throw new Error('keepInCache: this VM was not prepared for the VM cache');
+    if (!o.vmm) throw new Error('keepInCache: QEMU is not running');
+    const qemu = { pid: o.vmm.pid, startTime: o.vmm.startTime };
+    const meta = { fingerprint: fingerprintOf(use.inputs), vcpus: o.vcpus, memoryMiB: o.memoryMiB, qemu };
+    await markSlotReady(o.runDir, meta);
+  } catch (e) {
+    o.qemu.signal('SIGKILL');
+    throw e;
+  }
+  o.log.info({ pid: o.qemu.pid, slot: o.runDir }, 'VM parked in the VM cache');
 }
 
 /** Before a clone's QEMU starts: its RAM copy, and its NICs taken off the command line (hotplugged later). */
@@ -94,18 +185,27 @@ export async function beforeCloneSpawn(
   coldNics: ColdPlugNics,
   deadline: number,
 ): Promise<void> {
-  if (use.ram) await copyTemplateRam(use.files, use.ram, Math.max(deadline - Date.now(), 1));
+  // A VM taken from the cache has its RAM copy already (it moved in with the slot).
+  if (use.ram && !use.taken) await copyTemplateRam(use.files, use.ram, Math.max(deadline - Date.now(), 1));
   use.nics.push(...coldNics.take());
 }
 
-/** After a clone's QEMU is up on QMP: load the template's state; QEMU runs the guest once it is loaded. */
+/**
+ * After a clone's QEMU is up on QMP: load the template's state, and run the guest unless it is to be parked
+ * in the cache. A VM taken from the cache is restored already: it only continues.
+ */
 export async function restoreClone(
   use: TemplateUse,
   qmp: QmpClient,
   sendFds: FdSender,
   deadline: number,
 ): Promise<void> {
-  await restoreTemplateState(qmp, sendFds, use.files, Math.max(deadline - Date.now(), 1));
+  if (use.taken) {
+    await qmp.cont();
+    return;
+  }
+  const resume = use.role !== 'cached';
+  await restoreTemplateState(qmp, sendFds, use.files, Math.max(deadline - Date.now(), 1), resume);
 }
 
 /** Once the clone runs: its virtio-fs shares and NICs, by hotplug (the sink owns each NIC's fds once given). */

@@ -208,12 +208,13 @@ export async function saveTemplateState(
   return full;
 }
 
-/** Loads a template's device state into a clone started with `-incoming defer`, then runs it. */
+/** Loads a template's device state into a clone started with `-incoming defer`, then runs it if `resume`. */
 export async function restoreTemplateState(
   qmp: QmpClient,
   sendFds: FdSender,
   files: TemplateFiles,
   timeoutMs: number,
+  resume = true,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   await ignoreSharedRam(qmp);
@@ -221,7 +222,7 @@ export async function restoreTemplateState(
   await qmp.execute('migrate-incoming', { uri: 'fd:template-state' });
   await waitMigration(qmp, `restoring the VM template from ${files.state}`, deadline);
   // The template was saved paused, and its run state travels with it: resume the clone.
-  if ((await qmp.queryStatus()).status !== 'running') await qmp.cont();
+  if (resume && (await qmp.queryStatus()).status !== 'running') await qmp.cont();
 }
 
 /**
