@@ -1,17 +1,19 @@
 // Container start-up, runc vs kata-ts, through a private containerd: `ctr run --rm <busybox> <id> true`, N times
-// each, in up to three modes side by side: runc, kata booting a VM, kata cloning a VM template ([factory]
-// enable_template, the template made once with `kata-ctl factory init`). For kata the time is split with the
+// each, in up to four modes side by side: runc, kata booting a VM, kata cloning a VM template ([factory]
+// enable_template, the template made once with `kata-ctl factory init`), and kata taking a VM from a warm VM
+// cache (vm_cache_number = 2 on the same template; the cache is full again before each run, its refill after a
+// take runs in the background during the run, niced). For kata the time is split with the
 // shim's `phase` log lines (shim start, daemon ready, VM launched, agent ready, sandbox created, container
 // created/started, exit seen, sandbox stopped). Then idle sandboxes' memory: PSS of QEMU, shim and virtiofsd of a
 // booted sandbox and of 1, 5, 10 idle clones of one template. Prints tables, writes bench/results/startup-*.json.
-// Usage: node bench/run.mjs startup [--runs N] [--modes runc,boot,template] [--clones 1,5,10] [--debug]
+// Usage: node bench/run.mjs startup [--runs N] [--modes runc,boot,template,cache] [--clones 1,5,10] [--debug]
 // (--debug: the shims log at debug level; containerd's log is kept in bench/results/startup-last.log either way)
 import fs from 'node:fs';
 import path from 'node:path';
 import { type KataSetup, setupKata } from '../test/e2e/shim-fixtures.js';
 import { KATA_RUNTIME, REPO } from '../test/helpers/containerd.js';
 import { type SandboxMemory, hostUsedKiB, median, mib, sandboxMemory } from './memory.js';
-import { type BenchTemplate, benchTemplate } from './template.js';
+import { type BenchCache, type BenchTemplate, benchCache, benchTemplate } from './template.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, def: number) => {
@@ -23,10 +25,13 @@ const list = (name: string, def: string) => {
   const i = args.indexOf(`--${name}`);
   return (i >= 0 ? String(args[i + 1]) : def).split(',').filter(Boolean);
 };
-const MODES = list('modes', 'runc,boot,template') as ('runc' | 'boot' | 'template')[];
+type Mode = 'runc' | 'boot' | 'template' | 'cache';
+type KataMode = Exclude<Mode, 'runc'>;
+const KATA_MODES: KataMode[] = ['boot', 'template', 'cache'];
+const MODES = list('modes', 'runc,boot,template,cache') as Mode[];
 for (const m of MODES) {
-  if (!['runc', 'boot', 'template'].includes(m))
-    throw new Error(`--modes: unknown mode ${m} (runc, boot, template)`);
+  if (!['runc', ...KATA_MODES].includes(m))
+    throw new Error(`--modes: unknown mode ${m} (runc, boot, template, cache)`);
 }
 /** Counts of idle clones at which memory is measured (cumulative: the same clones stay up). */
 const CLONES = list('clones', '1,5,10')
@@ -128,43 +133,40 @@ const stats = (xs: number[]) => {
   return { median: med, min: s[0] ?? Number.NaN, max: s[s.length - 1] ?? Number.NaN, n: s.length };
 };
 
-type Mode = 'runc' | 'boot' | 'template';
-
 async function main(): Promise<void> {
   const k = await setupKata({ level: args.includes('--debug') ? 'debug' : 'info' });
-  const times: Record<Mode, number[]> = { runc: [], boot: [], template: [] };
-  const kata: Record<'boot' | 'template', KataRun[]> = { boot: [], template: [] };
+  const times: Record<Mode, number[]> = { runc: [], boot: [], template: [], cache: [] };
+  const kata: Record<KataMode, KataRun[]> = { boot: [], template: [], cache: [] };
   const failures: string[] = [];
   const memory: IdleMemory[] = [];
   let tpl: BenchTemplate | undefined;
+  let cache: BenchCache | undefined;
   try {
     // Warm-up: page cache, containerd's first snapshot, the accelerator probe cache.
     await k.ctrd.ctr(['run', '--rm', k.image, 'bench-warm-runc', 'true']);
     await k.ctrd.ctr(['run', '--rm', '--runtime', KATA_RUNTIME, k.image, 'bench-warm-kata', 'true']);
-    if (MODES.includes('template')) {
+    if (MODES.includes('template') || MODES.includes('cache')) {
       tpl = await benchTemplate(k);
       process.stderr.write(`factory init: ${tpl.initMs.toFixed(0)} ms\n`);
     }
-    const argv = (mode: Mode, id: string) =>
-      mode === 'runc'
-        ? ['run', '--rm', k.image, id, 'true']
-        : mode === 'boot'
-          ? ['run', '--rm', '--runtime', KATA_RUNTIME, k.image, id, 'true']
-          : [
-              'run',
-              '--rm',
-              '--runtime',
-              KATA_RUNTIME,
-              '--runtime-config-path',
-              tpl!.config,
-              k.image,
-              id,
-              'true',
-            ];
+    if (MODES.includes('cache') && tpl) cache = benchCache(k, tpl, 2);
+    const configOf = { template: tpl?.config, cache: cache?.config, boot: undefined, runc: undefined };
+    const argv = (mode: Mode, id: string) => {
+      if (mode === 'runc') return ['run', '--rm', k.image, id, 'true'];
+      const conf = configOf[mode];
+      return [
+        'run',
+        '--rm',
+        '--runtime',
+        KATA_RUNTIME,
+        ...(conf ? ['--runtime-config-path', conf] : []),
+      ].concat([k.image, id, 'true']);
+    };
     for (let i = 0; i < RUNS; i++) {
       const line: string[] = [];
       for (const mode of MODES) {
         const id = `bench-${mode}-${i}`;
+        if (mode === 'cache') await cache?.waitFull();
         const r = await timed(k, argv(mode, id));
         line.push(`${mode} ${r.ms.toFixed(0)} ms`);
         if (r.code !== 0) {
@@ -228,13 +230,13 @@ async function main(): Promise<void> {
     );
   }
   const runcMed = stats(times.runc).median;
-  for (const mode of ['boot', 'template'] as const) {
+  for (const mode of KATA_MODES) {
     if (times[mode].length && times.runc.length) {
       console.log(`kata ${mode} / runc: ${(stats(times[mode]).median / runcMed).toFixed(1)}x`);
     }
   }
   // Agent-ready after QEMU starts: the guest's part, which templating replaces with a restore.
-  for (const mode of ['boot', 'template'] as const) {
+  for (const mode of KATA_MODES) {
     const d = kata[mode]
       .filter((r) => r.phases.agent_ready !== undefined && r.phases.vm_launched !== undefined)
       .map((r) => r.phases.agent_ready! - r.phases.vm_launched!);

@@ -47,7 +47,7 @@ export interface VmConfig {
    */
   template?: {
     dir: string;
-    /** `cached`: restore a clone and keep it paused for the VM cache (keepInCache), never boot instead. */
+    /** `cached`: a clone to be parked in the VM cache (keepInCache), never booted instead. */
     role: 'template' | 'clone' | 'cached';
     /** A clone first takes a parked VM of its shape from this VM cache (config [factory] vm_cache_number). */
     cacheDir?: string;
@@ -139,7 +139,7 @@ export interface Hypervisor {
   /** Saves a running VM prepared with template role `template` as the template (the VM stays paused). */
   saveTemplate(timeoutMs: number): Promise<void>;
   /**
-   * Parks a VM prepared with template role `cached` (restored, paused) in its VM cache slot; its QEMU then
+   * Parks a VM prepared with template role `cached` (restored; paused by the caller) in its cache slot; QEMU then
    * outlives this driver, for a sandbox to take. The driver is done with it: stopVm and cleanup do nothing.
    */
   keepInCache(): Promise<void>;

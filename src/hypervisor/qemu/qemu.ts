@@ -232,12 +232,10 @@ export class QemuHypervisor implements Hypervisor {
       if (child instanceof AdoptedProcess) this.qmp.on('close', () => void child.check());
       waitingFor = 'the template state to load';
       if (clone) await templating.restoreClone(clone, this.qmp, this.sendFds, deadline);
-      if (clone?.role !== 'cached') {
-        waitingFor = 'QEMU status "running"';
-        await waitRunning(child, this.qmp, deadline);
-        waitingFor = 'the shares and NICs hotplugged into the restored VM';
-        if (clone) await templating.plugIntoClone(clone, { ...this.qmpNics(), hotplug: this.hotplug });
-      }
+      waitingFor = 'QEMU status "running"';
+      await waitRunning(child, this.qmp, deadline);
+      waitingFor = 'the shares and NICs hotplugged into the restored VM';
+      if (clone) await templating.plugIntoClone(clone, { ...this.qmpNics(), hotplug: this.hotplug });
       this.phase = 'running';
       const ms = timeoutMs - (deadline - Date.now());
       this.log.info({ pid: child.pid, accel: this.accel, from: this.origin(), ms }, 'VM started');

@@ -191,8 +191,8 @@ export async function beforeCloneSpawn(
 }
 
 /**
- * After a clone's QEMU is up on QMP: load the template's state, and run the guest unless it is to be parked
- * in the cache. A VM taken from the cache is restored already: it only continues.
+ * After a clone's QEMU is up on QMP: load the template's state and run the guest. A VM taken from the cache is
+ * restored already (and was paused when parked): it only continues.
  */
 export async function restoreClone(
   use: TemplateUse,
@@ -204,8 +204,7 @@ export async function restoreClone(
     await qmp.cont();
     return;
   }
-  const resume = use.role !== 'cached';
-  await restoreTemplateState(qmp, sendFds, use.files, Math.max(deadline - Date.now(), 1), resume);
+  await restoreTemplateState(qmp, sendFds, use.files, Math.max(deadline - Date.now(), 1));
 }
 
 /** Once the clone runs: its virtio-fs shares and NICs, by hotplug (the sink owns each NIC's fds once given). */

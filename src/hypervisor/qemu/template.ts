@@ -208,13 +208,12 @@ export async function saveTemplateState(
   return full;
 }
 
-/** Loads a template's device state into a clone started with `-incoming defer`, then runs it if `resume`. */
+/** Loads a template's device state into a clone started with `-incoming defer`, then runs it. */
 export async function restoreTemplateState(
   qmp: QmpClient,
   sendFds: FdSender,
   files: TemplateFiles,
   timeoutMs: number,
-  resume = true,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   await ignoreSharedRam(qmp);
@@ -222,7 +221,7 @@ export async function restoreTemplateState(
   await qmp.execute('migrate-incoming', { uri: 'fd:template-state' });
   await waitMigration(qmp, `restoring the VM template from ${files.state}`, deadline);
   // The template was saved paused, and its run state travels with it: resume the clone.
-  if (resume && (await qmp.queryStatus()).status !== 'running') await qmp.cont();
+  if ((await qmp.queryStatus()).status !== 'running') await qmp.cont();
 }
 
 /**
