@@ -23,6 +23,7 @@ export {
   listSlots,
   lockFilling,
   newSlot,
+  stopFiller,
   sweepDoomed,
   vmCacheDir,
 } from './qemu/vm-cache.js';

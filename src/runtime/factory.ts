@@ -17,6 +17,7 @@ import {
   lockFilling,
   newSlot,
   readTemplateMeta,
+  stopFiller,
   sweepDoomed,
   templateFiles,
   vmCacheDir,
@@ -146,6 +147,7 @@ const CACHED_VM_START_TIMEOUT_MS = 60_000;
 /** Stops and removes every cached VM (and any filler still at work). */
 export async function destroyVmCache(config: KataConfig, log: Logger): Promise<void> {
   const dir = vmCacheDir(config.factory.template_path);
+  await stopFiller(dir, log);
   for (const slot of await listSlots(dir)) await destroySlot(slot, log);
   await sweepDoomed(dir, log);
   await rm(dir, { recursive: true, force: true });

@@ -15,6 +15,7 @@ import {
   lockFilling,
   newSlot,
   slotPaths,
+  stopFiller,
   takeCachedVm,
 } from '../../src/hypervisor/qemu/vm-cache.js';
 
@@ -124,6 +125,19 @@ describe('VM cache slots', () => {
     const takeover = await lockFilling(cache);
     expect(takeover).toBeDefined();
     await takeover?.();
+  });
+});
+
+describe('stopFiller', () => {
+  it('stops the filler holding the lock, so nothing is parked after a destroy', async () => {
+    const cache = tmp();
+    const filler = await fakeQemu(); // any live process of ours plays the filler
+    fs.mkdirSync(path.join(cache, '.filling'));
+    fs.writeFileSync(path.join(cache, '.filling', 'owner.json'), JSON.stringify(filler.id));
+    const exited = new Promise((r) => filler.child.once('exit', r));
+    await stopFiller(cache, log);
+    await exited;
+    expect(fs.existsSync(path.join(cache, '.filling'))).toBe(false);
   });
 });
 

@@ -108,6 +108,14 @@ export async function markSlotReady(slotDir: string, meta: Omit<CachedVmMeta, 'f
   await rm(slotPaths(slotDir).filler, { force: true });
 }
 
+/** Stops the filler holding the lock, if any (factory destroy: a filler at work would park VMs after it). */
+export async function stopFiller(cacheDir: string, log: Logger): Promise<void> {
+  const holder = await readJson<ProcessIdentity>(path.join(cacheDir, '.filling', 'owner.json'));
+  if (holder && holder.pid !== process.pid)
+    await terminateProcess(holder, { graceMs: 2000, log, what: 'VM cache filler' });
+  await rm(path.join(cacheDir, '.filling'), { recursive: true, force: true });
+}
+
 export interface SlotState {
   name: string;
   dir: string;
