@@ -1,7 +1,9 @@
 // stdout/stdin throughput of a container's process, runc vs kata-ts, through a private containerd: a detached
 // `sleep` container per runtime, then `ctr task exec` of `dd if=/dev/zero bs=1M count=N` counted on the host
 // (stdout), and N MiB written into `ctr task exec … wc -c` (stdin, checked by the count the guest prints).
-// Usage: node bench/run.mjs stdio [--mib N] [--runs N]   (prints a table, writes bench/results/stdio-*.json)
+// Usage: node bench/run.mjs stdio [--mib N] [--runs N] [--vcpus N]   (prints a table, writes
+// bench/results/stdio-*.json). --vcpus adds a kata column whose VMs have N vCPUs (default_vcpus): under TCG one
+// vCPU runs the container's writer, the agent and QEMU's device emulation, and is the limit.
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -9,13 +11,18 @@ import { setupKata } from '../test/e2e/shim-fixtures.js';
 import { KATA_RUNTIME, REPO } from '../test/helpers/containerd.js';
 
 const { values } = parseArgs({
-  options: { mib: { type: 'string', default: '200' }, runs: { type: 'string', default: '3' } },
+  options: {
+    mib: { type: 'string', default: '200' },
+    runs: { type: 'string', default: '3' },
+    vcpus: { type: 'string' },
+  },
 });
+const VCPUS = values.vcpus ? Number(values.vcpus) : undefined;
 const MIB = Number(values.mib);
 const RUNS = Number(values.runs);
 const BYTES = MIB << 20;
 
-type Runtime = 'runc' | 'kata';
+type Runtime = string; // runc, kata, kata-<N>vcpu
 interface Sample {
   runtime: Runtime;
   direction: 'stdout' | 'stdin' | 'in-container pipe';
@@ -83,10 +90,17 @@ async function measure(runtime: Runtime, cid: string, run: number): Promise<void
   else samples.push({ runtime, direction: 'in-container pipe', mibPerS: MIB / pipeS });
 }
 
+const RUNTIMES: Runtime[] = ['runc', 'kata', ...(VCPUS ? [`kata-${VCPUS}vcpu`] : [])];
+const vcpuConfig = VCPUS
+  ? k.writeConfig('stdio-vcpus.toml', { 'hypervisor.qemu': { default_vcpus: VCPUS } })
+  : '';
 try {
-  for (const runtime of ['runc', 'kata'] as const) {
+  for (const runtime of RUNTIMES) {
     const cid = `bench-stdio-${runtime}-${process.pid}`;
-    const rt = runtime === 'kata' ? ['--runtime', KATA_RUNTIME] : [];
+    const rt =
+      runtime === 'runc'
+        ? []
+        : ['--runtime', KATA_RUNTIME, ...(runtime === 'kata' ? [] : ['--runtime-config-path', vcpuConfig])];
     const r = await k.ctrd.ctr(['run', '-d', ...rt, k.image, cid, 'sleep', '3600']);
     if (r.code !== 0) throw new Error(`ctr run -d ${cid}: ${r.stderr}`);
     try {
@@ -109,7 +123,7 @@ const median = (xs: number[]) => {
 const table: Record<string, Record<string, string>> = {};
 for (const dir of ['stdout', 'stdin', 'in-container pipe'] as const) {
   const row: Record<string, string> = {};
-  for (const rt of ['runc', 'kata'] as const) {
+  for (const rt of RUNTIMES) {
     const xs = samples.filter((s) => s.runtime === rt && s.direction === dir).map((s) => s.mibPerS);
     row[`${rt} MiB/s`] = xs.length ? median(xs).toFixed(1) : 'failed';
   }
