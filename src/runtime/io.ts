@@ -114,6 +114,11 @@ export class ProcessIo {
   private stdoutSink: Sink = nullSink;
   private stderrSink: Sink = nullSink;
   private stdinFd: number | undefined;
+  /**
+   * A second read end of the stdin FIFO, for finishStdin's drain once the socket is gone: one reader at a time,
+   * and the FIFO's data outlives the socket's fd.
+   */
+  private stdinDrainFd: number | undefined;
   private stdinSock: net.Socket | undefined;
   /** Stdin read from the FIFO, not yet sent. */
   private stdinPending: Buffer[] = [];
@@ -149,6 +154,7 @@ export class ProcessIo {
         // Read side only: Linux reports hang-up on it only once a writer came and went, so the stream ends when
         // containerd closes its end (ctr does not send CloseIO when its stdin ends before Create returns).
         io.stdinFd = await openFd(paths.stdin, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+        io.stdinDrainFd = await openFd(paths.stdin, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
       }
     } catch (e) {
       await io.close();
@@ -198,17 +204,22 @@ export class ProcessIo {
   private finishStdin(): Promise<void> {
     this.stdinFinishing ??= (async () => {
       this.stdinClosed = true;
-      this.stdinSock?.pause();
-      if (this.stdinFd !== undefined) {
-        this.stdinDraining = this.drainStdinFifo(this.stdinFd);
+      const sock = this.stdinSock;
+      if (sock) {
+        // What the socket read but did not hand out (it was paused for back-pressure) is older than what the FIFO
+        // still holds: queue it, and close the socket in the same tick, so no read of its comes in between.
+        sock.removeAllListeners('data');
+        for (let c: Buffer | null = sock.read(); c !== null; c = sock.read()) this.queueStdin(c);
+        sock.destroy();
+        this.stdinSock = undefined;
+      }
+      const drainFd = sock ? this.stdinDrainFd : this.stdinFd;
+      if (drainFd !== undefined) {
+        this.stdinDraining = this.drainStdinFifo(drainFd);
         await this.stdinDraining;
       }
       await this.flushStdin();
-      this.stdinSock?.destroy();
-      this.stdinSock = undefined;
-      const fd = this.stdinFd;
-      this.stdinFd = undefined;
-      if (fd !== undefined && !this.stdinSockOwnsFd) await closeFd(fd);
+      await this.closeStdinFds();
       try {
         await this.agent?.closeStdin({ containerId: this.containerId, execId: this.execId });
       } catch (e) {
@@ -224,12 +235,21 @@ export class ProcessIo {
     // A drain still reading the fd must finish first: closing under it could read from a reused fd number.
     await this.stdinDraining;
     this.stdinSock?.destroy();
-    const fd = this.stdinFd;
-    this.stdinFd = undefined;
-    if (fd !== undefined && !this.stdinSockOwnsFd) {
-      await closeFd(fd).catch(() => {}); // already closed
-    }
+    await this.closeStdinFds();
     await Promise.allSettled([this.stdoutSink.close(), this.stderrSink.close()]);
+  }
+
+  /** Closes the stdin FIFO's fds that are ours (the socket closes the one it wraps). */
+  private async closeStdinFds(): Promise<void> {
+    const fds = [this.stdinSockOwnsFd ? undefined : this.stdinFd, this.stdinDrainFd];
+    this.stdinFd = undefined;
+    this.stdinDrainFd = undefined;
+    for (const fd of fds) {
+      if (fd === undefined) continue;
+      await closeFd(fd).catch((e: unknown) =>
+        this.log.warn({ err: errorMessage(e), fd }, 'closing the stdin FIFO'),
+      );
+    }
   }
 
   private startStdin(): void {

@@ -69,6 +69,8 @@ export class FakeAgent {
   failCreateContainer: string | undefined;
   /** ExecProcess fails with this (as the agent does for a missing binary). */
   failExecProcess: string | undefined;
+  /** WriteStdin answers this much later (a slow guest: the shim's stdin backs up). */
+  stdinDelayMs = 0;
   /** DestroySandbox waits for this (a test holds a sandbox in "stopping"). */
   holdDestroy: Promise<void> | undefined;
   destroyed = false;
@@ -153,6 +155,7 @@ export class FakeAgent {
       readStderr: async (r) => ({ data: await proc(r.containerId, r.execId).stderr.read(r.len) }),
       writeStdin: async (r) => {
         const p = proc(r.containerId, r.execId);
+        if (this.stdinDelayMs) await new Promise((res) => setTimeout(res, this.stdinDelayMs));
         await new Promise<void>((res) => p.child!.stdin!.write(r.data, () => res()));
         return { len: r.data.length };
       },

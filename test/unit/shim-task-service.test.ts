@@ -228,6 +228,22 @@ describe('Task service over the fake agent', () => {
     expect(await out).toBe('abc\ndef\nend\n');
   });
 
+  it('keeps every byte of stdin when CloseIO comes while the stdin copy is backed up (slow agent)', async () => {
+    env.agent.stdinDelayMs = 30;
+    const b = bundle('sb1', ['sh', '-c', 'wc -c']);
+    const out = readAll(b.stdout);
+    await task.create({ id: 'sb1', bundle: b.dir, stdin: b.stdin, stdout: b.stdout, stderr: b.stderr });
+    await task.start({ id: 'sb1' });
+    const w = await fs.promises.open(b.stdin, 'w');
+    const total = 12 << 20;
+    // As ctr does: write everything (blocking on the FIFO), close, then CloseIO at once.
+    for (let sent = 0; sent < total; sent += 32 << 10) await w.write(Buffer.alloc(32 << 10, 0x61));
+    await w.close();
+    await task.closeIO({ id: 'sb1', stdin: true });
+    expect((await task.wait({ id: 'sb1' })).exitStatus).toBe(0);
+    expect(Number((await out).trim())).toBe(total);
+  });
+
   it('ends stdin when containerd closes the FIFO without CloseIO (ctr whose stdin ended before Create returned)', async () => {
     const b = bundle('sb1', ['sh', '-c', 'cat; echo end']);
     const out = readAll(b.stdout);
