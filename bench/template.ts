@@ -1,14 +1,9 @@
 // A VM template for the benchmarks: test/e2e/shim-fixtures.ts's makeTemplate (a configuration with [factory]
 // enable_template under a private template_path, `kata-ctl factory init`), timed, with the size of its RAM file.
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { pollUntil } from '../src/common/poll.js';
-import { type KataSetup, makeTemplate } from '../test/e2e/shim-fixtures.js';
-import { REPO } from '../test/helpers/containerd.js';
-
-const run = promisify(execFile);
+import { type KataSetup, kataCtl, makeTemplate } from '../test/e2e/shim-fixtures.js';
 
 export interface BenchTemplate {
   /** The configuration file that enables the template (for `ctr run --runtime-config-path`). */
@@ -41,16 +36,7 @@ export function benchCache(k: KataSetup, tpl: BenchTemplate, n: number): BenchCa
   const config = k.writeConfig('bench-cache.toml', {
     factory: { enable_template: true, template_path: tpl.dir, vm_cache_number: n },
   });
-  const ctl = async (verb: string) =>
-    (
-      await run(
-        process.execPath,
-        [path.join(REPO, 'dist/kata-ctl.mjs'), 'factory', verb, '--config', config],
-        {
-          timeout: 300_000,
-        },
-      )
-    ).stdout;
+  const ctl = (verb: string) => kataCtl(['factory', verb, '--config', config]);
   return {
     config,
     waitFull: async () => {

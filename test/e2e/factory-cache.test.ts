@@ -3,29 +3,23 @@
 // slot into the sandbox's run dir), continues it, hotplugs its share, renews entropy and clock, and a detached
 // `kata-ctl factory fill` parks a replacement. A taken VM's QEMU is not the shim's child: its death must still
 // end the task. `factory destroy` stops every cached VM. The leftover check is per file: cached VMs outlive tests.
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pollUntil } from '../../src/common/poll.js';
-import { KATA_RUNTIME, REPO } from '../helpers/containerd.js';
+import { KATA_RUNTIME } from '../helpers/containerd.js';
 import { useLeftoverCheck } from '../helpers/leftovers.js';
-import { type KataSetup, newId, setupKata } from './shim-fixtures.js';
+import { type KataSetup, kataCtl as ctl, newId, setupKata } from './shim-fixtures.js';
 
 useLeftoverCheck({ per: 'file', timeoutMs: 60_000 });
 
-const run = promisify(execFile);
-const KATA_CTL = path.join(REPO, 'dist/kata-ctl.mjs');
 const CACHED = 2;
 
 let k: KataSetup;
 let templateDir = '';
 let conf = '';
 
-async function kataCtl(...args: string[]): Promise<string> {
-  return (await run(process.execPath, [KATA_CTL, ...args], { timeout: 300_000 })).stdout;
-}
+const kataCtl = (...args: string[]) => ctl(args);
 
 interface Slot {
   slot: string;

@@ -2,25 +2,18 @@
 // template once; each sandbox is then a clone of it (RAM copied, device state restored, virtio-fs share and NICs
 // hotplugged, entropy and clock renewed) and runs containers as a booted one does. A stale or missing template
 // means a plain boot, logged; `factory destroy` leaves nothing.
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO } from '../helpers/containerd.js';
+import { kataCtl as ctl } from './shim-fixtures.js';
 import { useKataSuite } from './shim-suite.js';
 
-const run = promisify(execFile);
 const suite = useKataSuite();
 const id = (prefix: string) => suite.id(prefix);
-const KATA_CTL = path.join(REPO, 'dist/kata-ctl.mjs');
 
 let templateDir = '';
 let conf = '';
 
-async function kataCtl(...args: string[]): Promise<{ stdout: string; stderr: string }> {
-  return run(process.execPath, [KATA_CTL, ...args], { timeout: 300_000 });
-}
+const kataCtl = async (...args: string[]) => ({ stdout: await ctl(args) });
 
 /** The shim's log lines (in containerd's log) that name this sandbox id. */
 function shimLines(cid: string): string[] {

@@ -211,6 +211,19 @@ export interface TestTemplate {
   destroy(): Promise<void>;
 }
 
+/** Runs the built kata-ctl (dist/kata-ctl.mjs): its stdout, or an error that carries its stderr. */
+export function kataCtl(args: string[], timeoutMs = 300_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [path.join(REPO, 'dist/kata-ctl.mjs'), ...args],
+      { timeout: timeoutMs, maxBuffer: 64 << 20 },
+      (err, stdout, stderr) =>
+        err ? reject(new Error(`kata-ctl ${args.join(' ')}: ${err.message}\n${stderr}`)) : resolve(stdout),
+    );
+  });
+}
+
 /**
  * A configuration `name` (the default plus [factory] enable_template under a fresh template_path) and the
  * template `kata-ctl factory init` makes from it.
@@ -221,16 +234,7 @@ export async function makeTemplate(
 ): Promise<TestTemplate> {
   const dir = fs.mkdtempSync('/run/kata-ts-test-template-');
   const config = writeConfig(name, { factory: { enable_template: true, template_path: dir } });
-  const ctl = (verb: string) =>
-    new Promise<void>((resolve, reject) => {
-      execFile(
-        process.execPath,
-        [path.join(REPO, 'dist/kata-ctl.mjs'), 'factory', verb, '--config', config],
-        { timeout: 300_000 },
-        (err, _out, stderr) =>
-          err ? reject(new Error(`kata-ctl factory ${verb}: ${err.message}\n${stderr}`)) : resolve(),
-      );
-    });
+  const ctl = (verb: string) => kataCtl(['factory', verb, '--config', config]);
   try {
     await ctl('init');
   } catch (e) {

@@ -4,7 +4,6 @@
 // whoever takes it (a sandbox's run dir, or a doomed name before it is
 // destroyed), so each cached VM has exactly one owner at a time; one filler works at a time (a lock dir).
 import { randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -58,6 +57,17 @@ async function readJson<T>(file: string): Promise<T | undefined> {
   }
 }
 
+/**
+ * True while the process `ownerFile` names is alive, or, with no owner written yet, while `dir` is young (its
+ * maker may be between mkdir and writing the owner).
+ */
+async function held(ownerFile: string, dir: string): Promise<boolean> {
+  const owner = await readJson<ProcessIdentity>(ownerFile);
+  if (owner) return isAlive(owner);
+  const st = await stat(dir).catch(() => undefined);
+  return st !== undefined && Date.now() - st.mtimeMs < ORPHAN_SLOT_MS;
+}
+
 async function writeJson(file: string, value: unknown): Promise<void> {
   const tmp = `${file}.tmp`;
   await writeFile(tmp, `${JSON.stringify(value, null, 2)}\n`, { mode: 0o600 });
@@ -92,10 +102,7 @@ export async function lockFilling(cacheDir: string): Promise<(() => Promise<void
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
-    const holder = await readJson<ProcessIdentity>(owner);
-    const st = await stat(lock).catch(() => undefined);
-    const young = st !== undefined && Date.now() - st.mtimeMs < ORPHAN_SLOT_MS;
-    if ((holder && (await isAlive(holder))) || (!holder && young)) return undefined;
+    if (await held(owner, lock)) return undefined;
     await rm(lock, { recursive: true, force: true }); // its holder died: take it over
   }
   return undefined;
@@ -130,11 +137,7 @@ async function slotState(dir: string): Promise<SlotState> {
   if (meta?.format === CACHED_VM_FORMAT && meta.qemu) {
     return { name, dir, meta, state: (await isAlive(meta.qemu)) ? 'ready' : 'dead' };
   }
-  const filler = await readJson<ProcessIdentity>(p.filler);
-  if (filler) return { name, dir, state: (await isAlive(filler)) ? 'filling' : 'dead' };
-  const st = await stat(dir).catch(() => undefined);
-  const young = st !== undefined && Date.now() - st.mtimeMs < ORPHAN_SLOT_MS;
-  return { name, dir, state: young ? 'filling' : 'dead' };
+  return { name, dir, state: (await held(p.filler, dir)) ? 'filling' : 'dead' };
 }
 
 /** The cache's slots and what each holds. */
@@ -162,25 +165,24 @@ export async function destroySlot(slot: SlotState, log: Logger): Promise<void> {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // taken or destroyed meanwhile
     throw new Error(`destroying VM cache slot ${slot.dir}: ${(e as Error).message}`, { cause: e });
   }
-  const opts = { graceMs: 2000, log, what: 'cached VM' };
   const filler = await readJson<ProcessIdentity>(slotPaths(doomed).filler);
-  if (filler) await terminateProcess(filler, { ...opts, what: 'VM cache filler' });
-  const meta = await readJson<CachedVmMeta>(slotPaths(doomed).meta);
-  const qemu = meta?.qemu ?? (await processFromPidFile(runDirPaths(doomed).pidFile));
-  if (qemu) await terminateProcess(qemu, opts);
-  await rm(doomed, { recursive: true, force: true });
+  if (filler) await terminateProcess(filler, { graceMs: 2000, log, what: 'VM cache filler' });
+  await removeSlotVm(doomed, log);
+}
+
+/** Stops a slot's QEMU (by the identity in its meta, or the pid file QEMU wrote) and removes the slot. */
+async function removeSlotVm(dir: string, log: Logger): Promise<void> {
+  const meta = await readJson<CachedVmMeta>(slotPaths(dir).meta);
+  const qemu = meta?.qemu ?? (await processFromPidFile(runDirPaths(dir).pidFile));
+  if (qemu) await terminateProcess(qemu, { graceMs: 2000, log, what: 'cached VM' });
+  await rm(dir, { recursive: true, force: true });
 }
 
 /** Removes doomed slots whose destroyer died half-way (their processes are gone or go now). */
 export async function sweepDoomed(cacheDir: string, log: Logger): Promise<void> {
   const names = await readdir(cacheDir).catch(() => [] as string[]);
-  for (const n of names.filter((x) => x.startsWith('.doomed-'))) {
-    const dir = path.join(cacheDir, n);
-    const meta = await readJson<CachedVmMeta>(slotPaths(dir).meta);
-    const qemu = meta?.qemu ?? (await processFromPidFile(runDirPaths(dir).pidFile));
-    if (qemu) await terminateProcess(qemu, { graceMs: 2000, log, what: 'cached VM' });
-    await rm(dir, { recursive: true, force: true });
-  }
+  for (const n of names.filter((x) => x.startsWith('.doomed-')))
+    await removeSlotVm(path.join(cacheDir, n), log);
 }
 
 export interface TakenVm {
@@ -228,7 +230,7 @@ export async function takeCachedVm(
       passed.push(`${slot.name}: its QEMU died`);
       continue;
     }
-    renice(m.qemu.pid, 0);
+    await renice(m.qemu.pid, 0);
     log.info({ slot: slot.name, pid: m.qemu.pid }, 'took a VM from the VM cache');
     return { meta: m, qemu: new AdoptedProcess('qemu', m.qemu, slotPaths(runDir).output) };
   }
@@ -240,10 +242,10 @@ export async function takeCachedVm(
  * Gives every thread of a process this niceness: a filler runs niced (kata-ctl factory fill --nice), and the VM
  * it parked must not stay so once a sandbox runs in it. Per thread: Linux's setpriority affects one thread.
  */
-function renice(pid: number, priority: number): void {
+async function renice(pid: number, priority: number): Promise<void> {
   let tids: string[] = [];
   try {
-    tids = readdirSync(`/proc/${pid}/task`);
+    tids = await readdir(`/proc/${pid}/task`);
   } catch {
     return; // gone: its end is seen by the watch
   }
